@@ -1,0 +1,53 @@
+# Every target works from a fresh clone: it creates .venv when absent and
+# installs what it needs. torch is installed first and pinned, so that pip never
+# resolves the package's torch range to a multi-GB CUDA build.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+TORCH  ?= torch==2.13.0
+EXTRAS ?= test,plot,progress,rl,dev
+STAMP  := $(VENV)/.fisherprec-installed
+
+.PHONY: all install demo test bench lint cuda-check clean
+
+all: test
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Editable install that rebuilds the extension on import after a change in
+# csrc/ (needs --no-build-isolation and the fixed build-dir in pyproject.toml).
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --disable-pip-version-check -q $(TORCH) numpy
+	$(BIN)/pip install --disable-pip-version-check -q "scikit-build-core>=0.10" "pybind11>=2.12"
+	$(BIN)/pip install --disable-pip-version-check -q --no-build-isolation \
+	    -Ceditable.rebuild=true -e ".[$(EXTRAS)]"
+	touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m fisherprec demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q --benchmark-disable tests
+
+bench: $(STAMP)
+	$(BIN)/python -m pytest -q bench --benchmark-only --benchmark-columns=min,median,mean,stddev,rounds
+
+lint: $(STAMP)
+	$(BIN)/ruff check fisherprec tests bench
+	$(BIN)/ruff format --check fisherprec tests bench
+
+# Compile-only build of the CUDA kernels (no GPU needed), then check that the
+# module imports and reports a missing driver cleanly.
+cuda-check: $(STAMP)
+	rm -rf build/cuda-check
+	$(BIN)/pip wheel --disable-pip-version-check -q --no-build-isolation --no-deps \
+	    -Cbuild-dir=build/cuda-check/build -Ccmake.define.FISHERPREC_CUDA=ON \
+	    -w build/cuda-check/wheel .
+	cd build/cuda-check && ../../$(BIN)/python -m zipfile -e wheel/*.whl pkg
+	$(BIN)/python tests/cuda_import_check.py build/cuda-check/pkg
+
+clean:
+	rm -rf build

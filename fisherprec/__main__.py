@@ -1,0 +1,5 @@
+import sys
+
+from fisherprec.cli import main
+
+sys.exit(main())

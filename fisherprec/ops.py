@@ -1,0 +1,214 @@
+"""Custom ops over the native kernels: the one place that declares, validates
+and fakes them.
+
+Every kernel follows the same pattern, shown here by ``sum_of_squares``:
+
+1. a public function (``sum_of_squares``) that validates every argument with
+   the ``check_*`` helpers below and raises ``TypeError`` / ``ValueError`` /
+   ``RuntimeError`` naming the bad argument;
+2. a ``torch.library.custom_op`` in the ``fisherprec`` namespace whose CPU
+   implementation hands raw pointers to ``fisherprec._C`` (the native layer
+   trusts what it is given), plus a CUDA kernel registration when the CUDA
+   kernels were built;
+3. a fake (meta) implementation so that ``torch.compile`` can trace it.
+
+Kernel families append a section at the end of this file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from fisherprec import _C
+
+__all__ = ["FLOATING_DTYPES", "sum_of_squares"]
+
+# Must match csrc/include/fisherprec/common.h:DType.
+_DTYPE_CODES: dict[torch.dtype, int] = {
+    torch.float32: 0,
+    torch.float64: 1,
+    torch.bfloat16: 2,
+    torch.float16: 3,
+}
+FLOATING_DTYPES: tuple[torch.dtype, ...] = tuple(_DTYPE_CODES)
+CUDA_BUILT: bool = bool(_C.build_info()["cuda_built"])
+
+
+# ----------------------------------------------------------------- helpers
+def dtype_code(dtype: torch.dtype) -> int:
+    return _DTYPE_CODES[dtype]
+
+
+def num_threads() -> int:
+    """Threads for CPU kernels: torch's intra-op count, so we never oversubscribe."""
+    return max(1, torch.get_num_threads())
+
+
+def data_ptrs(tensors: Sequence[torch.Tensor]) -> list[int]:
+    return [t.data_ptr() for t in tensors]
+
+
+def numels(tensors: Sequence[torch.Tensor]) -> list[int]:
+    return [t.numel() for t in tensors]
+
+
+def cuda_stream(device: torch.device) -> int:
+    """Handle of torch's current stream on `device`: our kernels queue behind torch's."""
+    return int(torch.cuda.current_stream(device).cuda_stream)
+
+
+def _names(dtypes: Sequence[torch.dtype]) -> str:
+    return ", ".join(str(d).removeprefix("torch.") for d in dtypes)
+
+
+def check_device(name: str, device: torch.device) -> None:
+    """Raise unless fisherprec has kernels for `device`."""
+    if device.type == "cpu" or device.type == "meta":
+        return
+    if device.type == "cuda":
+        if not CUDA_BUILT:
+            raise RuntimeError(
+                f"{name} is on {device}, but fisherprec was built without CUDA kernels; "
+                "rebuild with a CUDA compiler available (FISHERPREC_CUDA=ON) or move it to the CPU"
+            )
+        return
+    raise RuntimeError(f"{name} is on {device}: fisherprec has kernels for cpu and cuda only")
+
+
+def check_tensor(
+    name: str,
+    tensor: object,
+    *,
+    dtypes: Sequence[torch.dtype] | None = None,
+    device: torch.device | None = None,
+    shape: Sequence[int] | None = None,
+    ndim: int | Sequence[int] | None = None,
+) -> torch.Tensor:
+    """Validate one tensor handed to a kernel; return it (typed)."""
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
+    if tensor.is_sparse or tensor.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense (strided) tensor, got layout {tensor.layout}")
+    if dtypes is not None and tensor.dtype not in dtypes:
+        raise TypeError(f"{name} has dtype {tensor.dtype}; supported: {_names(dtypes)}")
+    if device is not None and tensor.device != device:
+        raise RuntimeError(f"{name} is on {tensor.device}, expected {device}")
+    check_device(name, tensor.device)
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if tensor.dim() not in allowed:
+            raise ValueError(
+                f"{name} must have {' or '.join(map(str, allowed))} dimensions, got shape {tuple(tensor.shape)}"
+            )
+    if shape is not None and tuple(tensor.shape) != tuple(shape):
+        raise ValueError(f"{name} has shape {tuple(tensor.shape)}, expected {tuple(shape)}")
+    if not tensor.is_contiguous():
+        raise ValueError(f"{name} must be contiguous (call .contiguous() first)")
+    return tensor
+
+
+def check_tensor_list(
+    name: str,
+    tensors: object,
+    *,
+    dtypes: Sequence[torch.dtype] | None = None,
+    like: Sequence[torch.Tensor] | None = None,
+    like_name: str = "",
+    same_dtype: bool = True,
+) -> list[torch.Tensor]:
+    """Validate a multi-tensor argument: a non-empty list of contiguous tensors
+    on one device (and of one dtype unless `same_dtype=False`). With `like`,
+    tensor i must have the shape and device of like[i]."""
+    if isinstance(tensors, torch.Tensor) or not isinstance(tensors, Sequence):
+        raise TypeError(f"{name} must be a list of tensors, got {type(tensors).__name__}")
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError(f"{name} must not be empty")
+    if like is not None and len(like) != len(tensors):
+        raise ValueError(f"{name} has {len(tensors)} tensors but {like_name} has {len(like)}")
+    first = check_tensor(f"{name}[0]", tensors[0], dtypes=dtypes)
+    for i, t in enumerate(tensors):
+        check_tensor(f"{name}[{i}]", t, dtypes=dtypes, device=first.device)
+        if same_dtype and t.dtype != first.dtype:
+            raise TypeError(
+                f"{name}[{i}] has dtype {t.dtype} but {name}[0] has {first.dtype}; one dtype per call"
+            )
+        if like is not None and t.shape != like[i].shape:
+            raise ValueError(
+                f"{name}[{i}] has shape {tuple(t.shape)} but {like_name}[{i}] has {tuple(like[i].shape)}"
+            )
+        if like is not None and t.device != like[i].device:
+            raise RuntimeError(
+                f"{name}[{i}] is on {t.device} but {like_name}[{i}] is on {like[i].device}"
+            )
+    return tensors
+
+
+def check_no_overlap(named_lists: dict[str, Sequence[torch.Tensor]]) -> None:
+    """Kernels that write must not see two arguments sharing memory."""
+    spans: list[tuple[int, int, str]] = []
+    for name, tensors in named_lists.items():
+        for i, t in enumerate(tensors):
+            if t.numel():
+                start = t.data_ptr()
+                spans.append((start, start + t.numel() * t.element_size(), f"{name}[{i}]"))
+    spans.sort()
+    end, owner = -1, ""
+    for start, stop, name in spans:
+        if start < end:
+            raise ValueError(f"{owner} and {name} share memory; pass distinct tensors")
+        if stop > end:
+            end, owner = stop, name
+
+
+# ------------------------------------------------- reduce (foundation)
+@torch.library.custom_op("fisherprec::sum_of_squares", mutates_args=(), device_types="cpu")
+def _sum_of_squares(tensors: list[torch.Tensor]) -> torch.Tensor:
+    value = _C.sum_of_squares_cpu(
+        data_ptrs(tensors), numels(tensors), dtype_code(tensors[0].dtype), num_threads()
+    )
+    return torch.tensor(value, dtype=torch.float64)
+
+
+if CUDA_BUILT:
+
+    @_sum_of_squares.register_kernel("cuda")
+    def _sum_of_squares_cuda(tensors: list[torch.Tensor]) -> torch.Tensor:
+        device = tensors[0].device
+        out = torch.empty((), dtype=torch.float64, device=device)
+        _C.sum_of_squares_cuda(
+            data_ptrs(tensors),
+            numels(tensors),
+            dtype_code(tensors[0].dtype),
+            out.data_ptr(),
+            cuda_stream(device),
+        )
+        return out
+
+
+@_sum_of_squares.register_fake
+def _(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return tensors[0].new_empty((), dtype=torch.float64)
+
+
+def sum_of_squares(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Σ over all `tensors` of Σ x², in one native pass, accumulated in float64.
+
+    Args:
+        tensors: a non-empty list of contiguous tensors of one floating dtype
+            (float32, float64, bfloat16, float16) on one device.
+
+    Returns:
+        A 0-dim float64 tensor on that device. On the CPU the result does not
+        depend on the thread count.
+
+    Example:
+        >>> import torch, fisherprec.ops as ops
+        >>> ops.sum_of_squares([torch.ones(3), torch.full((2,), 2.0)])
+        tensor(11., dtype=torch.float64)
+    """
+    return torch.ops.fisherprec.sum_of_squares(
+        check_tensor_list("tensors", tensors, dtypes=FLOATING_DTYPES)
+    )

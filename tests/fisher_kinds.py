@@ -1,0 +1,38 @@
+"""The registry that drives the estimator contract suite (test_fisher_contract.py).
+
+A Fisher variant joins the suite by adding one `EstimatorKind` entry: how to
+build it and what dense float64 matrix it must equal after a sequence of
+updates (see fisherprec/fisher/_base.py for the contract).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+import fisherprec as fp
+from tests import reference
+
+
+@dataclass(frozen=True)
+class EstimatorKind:
+    name: str
+    # make(P, beta, damping) -> estimator
+    make: Callable[[int, float | None, float], fp.fisher.FisherEstimator]
+    # expected(updates, beta) -> dense (P, P) float64 F, `updates` being the
+    # list of tensors passed to update() in order ((P,) or (B, P) each).
+    expected: Callable[[Sequence[torch.Tensor], float | None], torch.Tensor]
+    supports_beta: bool = True
+    rtol: float = 1e-5  # for float32 vectors; float64 vectors get rtol**2 or 1e-10
+    extra: dict = field(default_factory=dict)
+
+
+KINDS: list[EstimatorKind] = [
+    EstimatorKind(
+        name="dense",
+        make=lambda p, beta, damping: fp.fisher.Dense(p, beta=beta, damping=damping),
+        expected=lambda updates, beta: reference.empirical_fisher(updates, beta),
+    ),
+]
