@@ -1,0 +1,8 @@
+"""torch.optim optimizers that precondition with a Fisher approximation:
+θ ← θ − α F^{-1/2} g (THEORY.md §4). Each variant module registers itself in
+``registry``; importing this package imports every variant."""
+
+from fisherprec.optim import registry
+from fisherprec.optim._base import FisherOptimizer
+
+__all__ = ["FisherOptimizer", "registry"]

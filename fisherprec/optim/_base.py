@@ -1,0 +1,157 @@
+"""What every fisherprec optimizer shares: hyper-parameter checks, gathering
+gradients, the policy for non-finite gradients, and one ``step`` that hands
+each param group to the variant's ``_step_group``.
+
+Variants are thin: they validate their own hyper-parameters, create state
+lazily in ``_step_group`` and call one op per (device, dtype) bucket.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+
+from fisherprec import ops
+
+NONFINITE_POLICIES = ("propagate", "raise", "skip")
+
+
+def check_lr(lr: float) -> None:
+    if isinstance(lr, torch.Tensor):
+        if lr.numel() != 1:
+            raise ValueError("Tensor lr must be a single element")
+        lr = float(lr)
+    if not (math.isfinite(lr) and lr >= 0.0):
+        raise ValueError(f"Invalid learning rate: {lr}")
+
+
+def check_betas(betas: Sequence[float]) -> None:
+    if len(betas) != 2:
+        raise ValueError(f"Invalid betas: {betas} (expected two values)")
+    for i, beta in enumerate(betas):
+        if not (0.0 <= beta < 1.0):
+            raise ValueError(f"Invalid beta parameter at index {i}: {beta}")
+
+
+def check_nonnegative(name: str, value: float) -> None:
+    if not (math.isfinite(value) and value >= 0.0):
+        raise ValueError(f"Invalid {name} value: {value}")
+
+
+def check_positive_int(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"Invalid {name} value: {value!r} (must be a positive int)")
+
+
+def check_nonfinite_policy(policy: str) -> None:
+    if policy not in NONFINITE_POLICIES:
+        raise ValueError(f"Invalid nonfinite policy: {policy!r}; choose one of {NONFINITE_POLICIES}")
+
+
+def group_by_device_and_dtype(
+    params: Sequence[torch.Tensor],
+) -> dict[tuple[torch.device, torch.dtype], list[int]]:
+    """Indices of `params` per (device, dtype): one multi-tensor call per bucket."""
+    buckets: dict[tuple[torch.device, torch.dtype], list[int]] = defaultdict(list)
+    for i, p in enumerate(params):
+        buckets[(p.device, p.dtype)].append(i)
+    return dict(buckets)
+
+
+class FisherOptimizer(torch.optim.Optimizer, abc.ABC):
+    """Base class of the fisherprec optimizers.
+
+    Every group carries ``maximize`` (ascend instead of descend) and
+    ``nonfinite``, the policy for NaN/Inf gradients:
+
+    - ``"propagate"`` (default, as torch.optim): no check, no cost; a
+      non-finite gradient reaches the state and the parameters;
+    - ``"raise"``: ``FloatingPointError`` naming the parameter, before anything
+      is modified (one extra read of the gradients);
+    - ``"skip"``: the group's step is skipped, nothing is modified, and
+      ``skipped_steps`` counts it (one extra read of the gradients).
+    """
+
+    def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
+        check_lr(defaults["lr"])
+        defaults.setdefault("maximize", False)
+        defaults.setdefault("nonfinite", "propagate")
+        check_nonfinite_policy(defaults["nonfinite"])
+        super().__init__(params, defaults)
+        self.skipped_steps = 0
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.__dict__.setdefault("skipped_steps", 0)
+        for group in self.param_groups:  # checkpoints from older versions
+            group.setdefault("maximize", False)
+            group.setdefault("nonfinite", "propagate")
+
+    def _gather(self, group: dict[str, Any]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Parameters of `group` that have a gradient, and those gradients."""
+        params, grads = [], []
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                raise RuntimeError(
+                    f"{type(self).__name__} does not support sparse gradients "
+                    f"(parameter of shape {tuple(p.shape)}); use torch.optim.SparseAdam for those")
+            if torch.is_complex(p):
+                raise TypeError(f"{type(self).__name__} does not support complex parameters")
+            params.append(p)
+            grads.append(p.grad)
+        return params, grads
+
+    def _grads_are_finite(self, group: dict[str, Any], params: Sequence[torch.Tensor],
+                          grads: Sequence[torch.Tensor]) -> bool:
+        """Apply the group's non-finite policy; False means: skip this group."""
+        policy = group["nonfinite"]
+        if policy == "propagate":
+            return True
+        for (device, dtype), idx in group_by_device_and_dtype(grads).items():
+            bucket = [grads[i].contiguous() for i in idx]
+            if dtype in ops.FLOATING_DTYPES and device.type in ("cpu", "cuda") \
+                    and math.isfinite(float(ops.sum_of_squares(bucket))):
+                continue
+            for i in idx:
+                if not torch.isfinite(grads[i]).all():
+                    if policy == "raise":
+                        raise FloatingPointError(
+                            f"non-finite gradient for parameter {i} of shape {tuple(params[i].shape)} "
+                            f"in {type(self).__name__}; nothing was modified")
+                    self.skipped_steps += 1
+                    return False
+        return True
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Perform one optimization step; `closure` re-evaluates the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params, grads = self._gather(group)
+            if params and self._grads_are_finite(group, params, grads):
+                self._step_group(group, params, grads)
+        return loss
+
+    @abc.abstractmethod
+    def _step_group(self, group: dict[str, Any], params: list[torch.Tensor],
+                    grads: list[torch.Tensor]) -> None:
+        """Update state and parameters of one group (grads not yet negated for maximize)."""
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the optimizer state (every tensor in ``self.state``)."""
+        total = 0
+        for state in self.state.values():
+            for value in state.values():
+                if isinstance(value, torch.Tensor):
+                    total += value.numel() * value.element_size()
+        return total
