@@ -1,0 +1,1 @@
+"""Built-in tasks for `fisherprec compare` and the kinematics experiments."""
