@@ -8,7 +8,7 @@ def test_corpus_is_real_split_and_deterministic():
     a = load_stdlib_corpus(max_bytes=200_000)
     b = load_stdlib_corpus(max_bytes=200_000)
     assert a.train.dtype == torch.uint8 and a.train.numel() == 200_000
-    assert 0 < a.heldout.numel() and a.heldout_files > 0 and a.train_files > 0
+    assert a.heldout.numel() > 0 and a.heldout_files > 0 and a.train_files > 0
     assert torch.equal(a.train, b.train) and torch.equal(a.heldout, b.heldout)
     assert b"def " in bytes(a.train[:50_000].tolist())
 
