@@ -54,8 +54,9 @@ def variants() -> list[str]:
     return sorted(_FACTORIES)
 
 
-def collect(names: Sequence[str] | None, sizes: Sequence[str] | None,
-            device: torch.device) -> list[BenchCase]:
+def collect(
+    names: Sequence[str] | None, sizes: Sequence[str] | None, device: torch.device
+) -> list[BenchCase]:
     known = variants()
     for name in names or ():
         if name not in known:
@@ -68,8 +69,14 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_call(run: Callable[[], object], device: torch.device, *, min_seconds: float = 0.5,
-              min_repeats: int = 3, max_repeats: int = 100) -> list[float]:
+def time_call(
+    run: Callable[[], object],
+    device: torch.device,
+    *,
+    min_seconds: float = 0.5,
+    min_repeats: int = 3,
+    max_repeats: int = 100,
+) -> list[float]:
     """Wall-clock seconds of each of several calls after one warm-up call."""
     run()
     synchronize(device)

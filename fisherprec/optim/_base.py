@@ -50,7 +50,9 @@ def check_positive_int(name: str, value: int) -> None:
 
 def check_nonfinite_policy(policy: str) -> None:
     if policy not in NONFINITE_POLICIES:
-        raise ValueError(f"Invalid nonfinite policy: {policy!r}; choose one of {NONFINITE_POLICIES}")
+        raise ValueError(
+            f"Invalid nonfinite policy: {policy!r}; choose one of {NONFINITE_POLICIES}"
+        )
 
 
 def group_by_device_and_dtype(
@@ -101,30 +103,36 @@ class FisherOptimizer(torch.optim.Optimizer, abc.ABC):
             if p.grad.is_sparse:
                 raise RuntimeError(
                     f"{type(self).__name__} does not support sparse gradients "
-                    f"(parameter of shape {tuple(p.shape)}); use torch.optim.SparseAdam for those")
+                    f"(parameter of shape {tuple(p.shape)}); use torch.optim.SparseAdam for those"
+                )
             if torch.is_complex(p):
                 raise TypeError(f"{type(self).__name__} does not support complex parameters")
             params.append(p)
             grads.append(p.grad)
         return params, grads
 
-    def _grads_are_finite(self, group: dict[str, Any], params: Sequence[torch.Tensor],
-                          grads: Sequence[torch.Tensor]) -> bool:
+    def _grads_are_finite(
+        self, group: dict[str, Any], params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]
+    ) -> bool:
         """Apply the group's non-finite policy; False means: skip this group."""
         policy = group["nonfinite"]
         if policy == "propagate":
             return True
         for (device, dtype), idx in group_by_device_and_dtype(grads).items():
             bucket = [grads[i].contiguous() for i in idx]
-            if dtype in ops.FLOATING_DTYPES and device.type in ("cpu", "cuda") \
-                    and math.isfinite(float(ops.sum_of_squares(bucket))):
+            if (
+                dtype in ops.FLOATING_DTYPES
+                and device.type in ("cpu", "cuda")
+                and math.isfinite(float(ops.sum_of_squares(bucket)))
+            ):
                 continue
             for i in idx:
                 if not torch.isfinite(grads[i]).all():
                     if policy == "raise":
                         raise FloatingPointError(
                             f"non-finite gradient for parameter {i} of shape {tuple(params[i].shape)} "
-                            f"in {type(self).__name__}; nothing was modified")
+                            f"in {type(self).__name__}; nothing was modified"
+                        )
                     self.skipped_steps += 1
                     return False
         return True
@@ -143,8 +151,9 @@ class FisherOptimizer(torch.optim.Optimizer, abc.ABC):
         return loss
 
     @abc.abstractmethod
-    def _step_group(self, group: dict[str, Any], params: list[torch.Tensor],
-                    grads: list[torch.Tensor]) -> None:
+    def _step_group(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
         """Update state and parameters of one group (grads not yet negated for maximize)."""
 
     def memory_bytes(self) -> int:

@@ -45,7 +45,19 @@ def build(name: str, params: Any, **overrides: Any) -> torch.optim.Optimizer:
 
 
 # The torch baselines every comparison starts from.
-register(OptimizerEntry("sgd", torch.optim.SGD, {"lr": 0.05, "momentum": 0.9},
-                        description="torch.optim.SGD with momentum (F = I)"))
-register(OptimizerEntry("adamw", torch.optim.AdamW, {"lr": 1e-3},
-                        description="torch.optim.AdamW (diagonal EMA Fisher, torch's kernel)"))
+register(
+    OptimizerEntry(
+        "sgd",
+        torch.optim.SGD,
+        {"lr": 0.05, "momentum": 0.9},
+        description="torch.optim.SGD with momentum (F = I)",
+    )
+)
+register(
+    OptimizerEntry(
+        "adamw",
+        torch.optim.AdamW,
+        {"lr": 1e-3},
+        description="torch.optim.AdamW (diagonal EMA Fisher, torch's kernel)",
+    )
+)

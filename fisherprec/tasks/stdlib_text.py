@@ -53,10 +53,17 @@ def load_stdlib_corpus(max_bytes: int = 4_000_000, heldout_fraction: float = 0.1
     files = sorted(p for p in root.rglob("*.py") if not skip & set(p.relative_to(root).parts))
     if not files:
         raise FileNotFoundError(f"no Python standard-library sources under {root}")
-    budget = {"train": max_bytes, "heldout": max(1, int(max_bytes * heldout_fraction / (1 - heldout_fraction)))}
+    budget = {
+        "train": max_bytes,
+        "heldout": max(1, int(max_bytes * heldout_fraction / (1 - heldout_fraction))),
+    }
     chunks: dict[str, list[bytes]] = {"train": [], "heldout": []}
     for path in files:
-        split = "heldout" if _is_heldout(path.relative_to(root).as_posix(), heldout_fraction) else "train"
+        split = (
+            "heldout"
+            if _is_heldout(path.relative_to(root).as_posix(), heldout_fraction)
+            else "train"
+        )
         if budget[split] <= 0:
             if budget["train"] <= 0 and budget["heldout"] <= 0:
                 break
@@ -68,16 +75,23 @@ def load_stdlib_corpus(max_bytes: int = 4_000_000, heldout_fraction: float = 0.1
     def as_tensor(parts: list[bytes]) -> torch.Tensor:
         return torch.frombuffer(bytearray(b"".join(parts)), dtype=torch.uint8)
 
-    return Corpus(as_tensor(chunks["train"]), as_tensor(chunks["heldout"]),
-                  len(chunks["train"]), len(chunks["heldout"]))
+    return Corpus(
+        as_tensor(chunks["train"]),
+        as_tensor(chunks["heldout"]),
+        len(chunks["train"]),
+        len(chunks["heldout"]),
+    )
 
 
-def random_windows(data: torch.Tensor, batch_size: int, seq_len: int,
-                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def random_windows(
+    data: torch.Tensor, batch_size: int, seq_len: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """`batch_size` random windows of `seq_len` bytes as int64 inputs and the
     next-byte targets, both (batch_size, seq_len)."""
     if data.numel() < seq_len + 1:
-        raise ValueError(f"corpus of {data.numel()} bytes is shorter than seq_len + 1 = {seq_len + 1}")
+        raise ValueError(
+            f"corpus of {data.numel()} bytes is shorter than seq_len + 1 = {seq_len + 1}"
+        )
     starts = torch.randint(0, data.numel() - seq_len, (batch_size,), generator=generator)
     offsets = torch.arange(seq_len + 1)
     windows = data[starts[:, None] + offsets].long()
