@@ -34,7 +34,7 @@ def test_bad_input(generator):
         fp.fisher.per_sample_grads(
             model, F.cross_entropy, torch.randn(4, 5), torch.zeros(3, dtype=torch.long)
         )
-    with pytest.raises(TypeError, match="torch.nn.Module"):
+    with pytest.raises(TypeError, match=r"torch\.nn\.Module"):
         fp.fisher.per_sample_grads(lambda x: x, F.mse_loss, torch.randn(4, 5), torch.randn(4))
     for p in model.parameters():
         p.requires_grad_(False)
