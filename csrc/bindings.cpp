@@ -8,10 +8,12 @@
 #include <stdexcept>
 #include <string>
 
+#include "cpu/bellman.h"
 #include "cpu/parallel.h"
 #include "cpu/reduce.h"
 
 #if defined(FISHERPREC_WITH_CUDA)
+#include "cuda/bellman.h"
 #include "cuda/reduce.h"
 #include "cuda/runtime.h"
 #endif
@@ -81,5 +83,26 @@ PYBIND11_MODULE(_C, m) {
         check_cuda(fisherprec::cuda::sum_of_squares(ptrs, numels, dtype, out, stream), "sum_of_squares");
       },
       py::arg("ptrs"), py::arg("numels"), py::arg("dtype"), py::arg("out"), py::arg("stream"), nogil);
+#endif
+
+  // ---- bellman ----
+  m.def("bellman_backup_cpu", &fisherprec::cpu::bellman_backup, py::arg("indptr"), py::arg("indices"),
+        py::arg("index_dtype"), py::arg("values"), py::arg("reward"), py::arg("v"), py::arg("gamma"),
+        py::arg("policy_in"), py::arg("num_states"), py::arg("num_actions"), py::arg("dtype"), py::arg("v_out"),
+        py::arg("policy_out"), py::arg("q_out"), py::arg("threads"), nogil);
+#if defined(FISHERPREC_WITH_CUDA)
+  m.def(
+      "bellman_backup_cuda",
+      [](uintptr_t indptr, uintptr_t indices, int index_dtype, uintptr_t values, uintptr_t reward, uintptr_t v,
+         double gamma, uintptr_t policy_in, int64_t num_states, int64_t num_actions, int dtype, uintptr_t v_out,
+         uintptr_t policy_out, uintptr_t q_out, uintptr_t stream) {
+        check_cuda(fisherprec::cuda::bellman_backup(indptr, indices, index_dtype, values, reward, v, gamma,
+                                                    policy_in, num_states, num_actions, dtype, v_out, policy_out,
+                                                    q_out, stream),
+                   "bellman_backup");
+      },
+      py::arg("indptr"), py::arg("indices"), py::arg("index_dtype"), py::arg("values"), py::arg("reward"),
+      py::arg("v"), py::arg("gamma"), py::arg("policy_in"), py::arg("num_states"), py::arg("num_actions"),
+      py::arg("dtype"), py::arg("v_out"), py::arg("policy_out"), py::arg("q_out"), py::arg("stream"), nogil);
 #endif
 }
