@@ -157,6 +157,22 @@ def _adjoint(
     return torch.stack(states), costates, d_actions, objective
 
 
+def _rollout_objective(
+    f: Dynamics, r: Reward, h: Terminal, s0: torch.Tensor, shape: torch.Size
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """J as a differentiable function of the flattened actions (for the Hessian)."""
+
+    def objective(flat: torch.Tensor) -> torch.Tensor:
+        actions = flat.reshape(shape)
+        s, total = s0, flat.new_zeros(())
+        for k in range(shape[0]):
+            total = total + _scalar("r(s, a, k)", r(s, actions[k], k))
+            s = f(s, actions[k])
+        return total + _scalar("h(s)", h(s))
+
+    return objective
+
+
 def pontryagin(
     f: Dynamics,
     r: Reward,
@@ -167,7 +183,7 @@ def pontryagin(
     *,
     tol: float = 1e-8,
     max_iter: int = 1000,
-    method: str = "lbfgs",
+    method: str = "newton",
     lr: float = 1.0,
     history_size: int = 50,
 ) -> PontryaginResult:
@@ -181,9 +197,20 @@ def pontryagin(
         λ_n = ∇h(s_n), \qquad λ_k = \frac{∂r}{∂s}(s_k, a_k, k)
               + \Big(\frac{∂f}{∂s}(s_k, a_k)\Big)^{\!⊤} λ_{k+1},
 
-    and moves the actions towards ∂H^(k)/∂a (s_k, a_k, λ_{k+1}) = 0, which is
-    ∂J/∂a_k. It stops when the stationarity residual max_k ‖∂H^(k)/∂a‖∞ is
-    below ``tol``.
+    and moves the actions towards ∂H^(k)/∂a (s_k, a_k, λ_{k+1}) = 0 (that
+    derivative is ∂J/∂a_k). It stops when the stationarity residual
+    max_k ‖∂H^(k)/∂a‖∞ is below ``tol``.
+
+    Action updates (``method``):
+
+    * ``"newton"`` (default): Newton's method on ∂H/∂a = 0. Its Jacobian is
+      the Hessian of J in the actions (n·m × n·m, by autograd through the
+      rollout), shifted Levenberg–Marquardt style until −∇²J is positive
+      definite, with a backtracking line search on J. Exact in one step on
+      linear-quadratic problems; meant for n·m up to a few thousand.
+    * ``"lbfgs"``: limited-memory BFGS on J fed the costate gradient, with a
+      backtracking line search (no Hessian; for large problems).
+    * ``"gradient"``: a ← a + lr·∂H/∂a.
 
     Args:
         f: dynamics ``f(s, a) -> s'`` (differentiable torch code).
@@ -194,10 +221,9 @@ def pontryagin(
         actions0: (n, m) initial actions (dtype and device of ``s0``).
         tol: stationarity tolerance (absolute, on ∂H/∂a).
         max_iter: most action updates.
-        method: ``"lbfgs"`` (default; :class:`torch.optim.LBFGS` with a strong
-            Wolfe line search on −J, fed the costate gradient) or
-            ``"gradient"`` (a ← a + lr·∂H/∂a).
-        lr: step size (initial step for L-BFGS).
+        method: ``"newton"``, ``"lbfgs"`` or ``"gradient"``.
+        lr: step size of ``"gradient"``; first step of ``"lbfgs"`` is
+            lr·∂H/∂a / max(1, ‖∂H/∂a‖∞).
         history_size: L-BFGS memory.
 
     Returns:
@@ -227,12 +253,14 @@ def pontryagin(
         )
     if actions0.dtype != s0.dtype:
         raise TypeError(f"actions0 has dtype {actions0.dtype} but s0 has {s0.dtype}")
-    if not tol > 0:
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol > 0:
         raise ValueError(f"Invalid tol value: {tol}")
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 0:
         raise ValueError(f"Invalid max_iter value: {max_iter}")
-    if method not in ("lbfgs", "gradient"):
-        raise ValueError(f"Invalid method value: {method!r}; expected 'lbfgs' or 'gradient'")
+    if method not in ("newton", "lbfgs", "gradient"):
+        raise ValueError(
+            f"Invalid method value: {method!r}; expected 'newton', 'lbfgs' or 'gradient'"
+        )
     if not lr > 0:
         raise ValueError(f"Invalid lr value: {lr}")
 
@@ -241,29 +269,76 @@ def pontryagin(
     cached: dict[str, Any] = {}
 
     def evaluate() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        # L-BFGS re-evaluates its current point at every step: reuse it.
+        # A line search has usually evaluated the new point already: reuse it.
         if "x" not in cached or not torch.equal(cached["x"], x):
             cached["x"] = x.detach().clone()
             cached["out"] = _adjoint(f, r, h, s0, cached["x"])
         return cached["out"]
 
-    optimizer = None
-    if method == "lbfgs":
-        # tolerances 0: stopping is decided here, on the residual.
-        optimizer = torch.optim.LBFGS(
-            [x],
-            lr=lr,
-            max_iter=1,
-            history_size=history_size,
-            tolerance_grad=0.0,
-            tolerance_change=0.0,
-            line_search_fn="strong_wolfe",
+    def newton_step(d_actions: torch.Tensor, objective: torch.Tensor, residual: float) -> None:
+        hessian = torch.autograd.functional.hessian(
+            _rollout_objective(f, r, h, s0, x.shape), x.reshape(-1)
         )
+        curvature = -0.5 * (hessian + hessian.T)  # −∇²J: positive definite at a maximum
+        g = d_actions.reshape(-1)
+        scale = float(curvature.diagonal().abs().max()) or 1.0
+        eye = torch.eye(g.numel(), dtype=g.dtype, device=g.device)
+        shift = 0.0
+        for _ in range(60):  # Levenberg–Marquardt shift until positive definite
+            chol, info = torch.linalg.cholesky_ex(curvature + shift * eye)
+            if int(info) == 0:
+                break
+            shift = max(4.0 * shift, 1e-10 * scale)
+        direction = torch.cholesky_solve(g.unsqueeze(1), chol).squeeze(1).reshape(x.shape)
+        line_search(direction, d_actions, objective, residual)
 
-    def closure() -> torch.Tensor:
-        _, _, d_actions, objective = evaluate()
-        x.grad = -d_actions  # L-BFGS minimises −J; ∂J/∂a_k = ∂H^(k)/∂a
-        return -objective
+    def line_search(
+        direction: torch.Tensor, d_actions: torch.Tensor, objective: torch.Tensor, residual: float
+    ) -> bool:
+        # Backtracking: J up (Armijo) or, at the round-off floor of J, the residual down.
+        slope = float((d_actions * direction).sum())
+        step = 1.0
+        for _ in range(50):
+            trial = x + step * direction
+            out = _adjoint(f, r, h, s0, trial)
+            gain = float(out[3] - objective)
+            if gain >= 1e-4 * step * slope or (gain >= 0 and float(out[2].abs().max()) < residual):
+                x.copy_(trial)
+                cached["x"], cached["out"] = trial, out
+                return True
+            step /= 2
+        return False
+
+    pairs: list[tuple[torch.Tensor, torch.Tensor]] = []  # L-BFGS (s, y) curvature pairs
+
+    def lbfgs_step(d_actions: torch.Tensor, objective: torch.Tensor, residual: float) -> None:
+        # Two-loop recursion for an ascent direction of J (minimising −J), then
+        # backtracking on J; pairs with non-positive curvature are skipped.
+        start = x.detach().clone()
+        q = d_actions.reshape(-1).clone()
+        alphas = []
+        for s_k, y_k in reversed(pairs):
+            alpha = (s_k @ q) / (y_k @ s_k)
+            q -= alpha * y_k
+            alphas.append(alpha)
+        if pairs:
+            s_k, y_k = pairs[-1]
+            q *= (s_k @ y_k) / (y_k @ y_k)
+        else:
+            q *= lr / max(residual, 1.0)
+        for (s_k, y_k), alpha in zip(pairs, reversed(alphas), strict=True):
+            q += s_k * (alpha - (y_k @ q) / (y_k @ s_k))
+        if line_search(q.reshape(x.shape), d_actions, objective, residual):
+            new_grad = cached["out"][2].reshape(-1)
+            step, change = (
+                cached["x"].reshape(-1) - start.reshape(-1),
+                -(new_grad - d_actions.reshape(-1)),
+            )
+            if float(step @ change) > 1e-12 * float(step.norm() * change.norm()):
+                pairs.append((step, change))
+                del pairs[:-history_size]
+        else:
+            pairs.clear()  # retry once from steepest ascent
 
     residuals: list[float] = []
     iterations, stalled = 0, 0
@@ -276,16 +351,17 @@ def pontryagin(
                 f"residual = {residual}); try a smaller lr or better actions0"
             )
         residuals.append(residual)
-        if residual < tol or iterations >= max_iter or stalled >= 3:
+        if residual < tol or iterations >= max_iter or stalled >= 2:
             break
         before = x.detach().clone()
-        if optimizer is not None:
-            optimizer.step(closure)
+        if method == "newton":
+            newton_step(d_actions, objective, residual)
+        elif method == "lbfgs":
+            lbfgs_step(d_actions, objective, residual)
         else:
-            with torch.no_grad():
-                x.add_(d_actions, alpha=lr)
+            x.add_(d_actions, alpha=lr)
         iterations += 1
-        # A line search that can no longer move (round-off) ends the run.
+        # No move: the round-off floor (or a line search that found nothing).
         stalled = stalled + 1 if torch.equal(before, x) else 0
     return PontryaginResult(
         states=states,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 
@@ -44,3 +45,69 @@ def inv_root(matrix: torch.Tensor, damping: float, power: float = 0.5) -> torch.
     m = matrix.to(torch.float64)
     eigvals, eigvecs = torch.linalg.eigh((m + m.T) / 2)
     return (eigvecs * (eigvals.clamp_min(0) + damping).pow(-power)) @ eigvecs.T
+
+
+def bellman_backup(
+    P: torch.Tensor,
+    R: torch.Tensor,
+    V: torch.Tensor,
+    gamma: float,
+    policy: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Q(s, a) = r(s, a) + γ Σ_{s'} P[a, s, s'] V(s'); V'(s) = max_a Q (or Q(s, π(s)));
+    π'(s) = first argmax. P: dense (A, S, S); R: (S, A). All in float64."""
+    P, R, V = P.double(), R.double(), V.double()
+    q = R + gamma * torch.einsum("ast,t->sa", P, V)
+    if policy is not None:
+        return q.gather(1, policy.unsqueeze(1)).squeeze(1), policy.clone(), q
+    best = q.max(dim=1).values
+    first = (q == best.unsqueeze(1)).to(torch.int64).argmax(dim=1)
+    return best, first, q
+
+
+def mdp_optimal_values(
+    P: np.ndarray, R: np.ndarray, gamma: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(V*, a greedy optimal policy, Q*) of a finite MDP in plain numpy: value
+    iteration until the iterates stop changing, then the greedy policy's value
+    by an exact linear solve (I − γ P_π) V = r_π. P: (A, S, S) with rows that sum
+    to ≤ 1 (the missing mass ends the episode); R: (S, A)."""
+    S = P.shape[1]
+    v = np.zeros(S)
+    for _ in range(1_000_000):
+        q = R + gamma * np.einsum("ast,t->sa", P, v)
+        v_next = q.max(axis=1)
+        done = np.max(np.abs(v_next - v)) <= 1e-15 * max(1.0, np.max(np.abs(v_next)))
+        v = v_next
+        if done:
+            break
+    policy = q.argmax(axis=1)
+    p_pi = P[policy, np.arange(S), :]
+    v_star = np.linalg.solve(np.eye(S) - gamma * p_pi, R[np.arange(S), policy])
+    q_star = R + gamma * np.einsum("ast,t->sa", P, v_star)
+    return v_star, policy, q_star
+
+
+def toy_text_optimal_values(table: dict, num_states: int, gamma: float) -> np.ndarray:
+    """V* of a gymnasium toy-text table P[s][a] = [(p, s', r, done), ...], straight
+    from the table's outcome lists (no transition matrix):
+    V(s) = max_a Σ_outcomes p (r + γ (1 − done) V(s')), iterated to the float64
+    fixed point."""
+    num_actions = len(table[0])
+    width = max(len(table[s][a]) for s in range(num_states) for a in range(num_actions))
+    shape = (num_states, num_actions, width)
+    prob, reward, alive = np.zeros(shape), np.zeros(shape), np.zeros(shape)
+    nxt = np.zeros(shape, dtype=np.int64)
+    for s in range(num_states):
+        for a in range(num_actions):
+            for k, (p, s_next, r, done) in enumerate(table[s][a]):
+                prob[s, a, k], nxt[s, a, k], reward[s, a, k] = p, int(s_next), r
+                alive[s, a, k] = 0.0 if done else 1.0
+    v = np.zeros(num_states)
+    for _ in range(1_000_000):
+        v_next = np.sum(prob * (reward + gamma * alive * v[nxt]), axis=2).max(axis=1)
+        change = np.max(np.abs(v_next - v))
+        v = v_next
+        if change <= 1e-15 * max(1.0, np.max(np.abs(v))):
+            break
+    return v
