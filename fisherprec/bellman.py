@@ -501,16 +501,18 @@ def lqr(
 # ------------------------------------------------------------- finite MDPs
 @dataclass(frozen=True)
 class CSRTransitions:
-    """Sparse transition probabilities P(s'|s, a) in compressed sparse rows.
+    """Sparse transition probabilities P(s'|s, a) in compressed sparse rows,
+    the layout of the native kernel.
 
-    Row ``a·S + s`` (the (A, S, S) tensor with its first two axes merged)
-    holds the successors of (s, a): columns ``indices[indptr[i]:indptr[i+1]]``
-    with probabilities ``values[indptr[i]:indptr[i+1]]``. Repeated columns in a
-    row add up. This is also what a torch sparse CSR tensor of shape (A·S, S)
-    stores; the solvers accept either.
+    Row ``i = s·A + a`` (state-major: an (S, A, S) tensor with its first two
+    axes merged) holds the successors of (s, a): columns
+    ``indices[indptr[i]:indptr[i+1]]`` with probabilities
+    ``values[indptr[i]:indptr[i+1]]``. Repeated columns in a row add up.
+    State-major rows let a sweep read P as one stream; the solvers also accept
+    torch sparse tensors in (A, S, S) order and reorder them once.
 
     Attributes:
-        indptr: (A·S + 1,) int64 row offsets (0 first, nnz last, non-decreasing).
+        indptr: (S·A + 1,) int64 row offsets (0 first, nnz last, non-decreasing).
         indices: (nnz,) int32 or int64 successor states in [0, S).
         values: (nnz,) floating probabilities.
         num_states: S.
@@ -531,11 +533,31 @@ class CSRTransitions:
         """The (A, S, S) dense tensor (small problems only)."""
         S, A = self.num_states, self.num_actions
         rows = torch.repeat_interleave(
-            torch.arange(A * S, device=self.indptr.device), self.indptr.diff()
+            torch.arange(S * A, device=self.indptr.device), self.indptr.diff()
         )
-        dense = self.values.new_zeros(A * S, S)
+        dense = self.values.new_zeros(S * A, S)
         dense.index_put_((rows, self.indices.long()), self.values, accumulate=True)
-        return dense.reshape(A, S, S)
+        return dense.reshape(S, A, S).transpose(0, 1).contiguous()
+
+    @classmethod
+    def from_dense(cls, P: torch.Tensor) -> CSRTransitions:
+        """The nonzeros of a dense (A, S, S) tensor, int64 indices.
+
+        Example:
+            >>> import torch
+            >>> from fisherprec.bellman import CSRTransitions
+            >>> P = torch.tensor([[[0.0, 1.0], [1.0, 0.0]]])   # one action: swap
+            >>> csr = CSRTransitions.from_dense(P)
+            >>> csr.indptr.tolist(), csr.indices.tolist()
+            ([0, 1, 2], [1, 0])
+        """
+        if not isinstance(P, torch.Tensor) or P.dim() != 3 or P.shape[1] != P.shape[2]:
+            shape = tuple(P.shape) if isinstance(P, torch.Tensor) else type(P).__name__
+            raise ValueError(f"P must be a dense (A, S, S) tensor, got {shape}")
+        A, S, _ = P.shape
+        rows_major = P.transpose(0, 1).reshape(S * A, S)
+        rows, cols = (rows_major != 0).nonzero(as_tuple=True)  # row-major order
+        return cls(_indptr(rows, S * A), cols, rows_major[rows, cols], S, A)
 
 
 @dataclass
@@ -610,8 +632,29 @@ def _indptr(rows: torch.Tensor, num_rows: int) -> torch.Tensor:
     return indptr
 
 
+def _state_major(
+    indptr: torch.Tensor, indices: torch.Tensor, values: torch.Tensor, S: int, A: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Reorder validated CSR rows a·S + s (action-major) to s·A + a."""
+    counts = indptr.diff()
+    order = torch.arange(S * A, device=indptr.device).reshape(A, S).T.reshape(-1)  # new → old row
+    new_counts, starts = counts[order], indptr[:-1][order]
+    total = int(new_counts.sum())
+    first = torch.repeat_interleave(new_counts.cumsum(0) - new_counts, new_counts)
+    entries = (
+        torch.repeat_interleave(starts, new_counts)
+        + torch.arange(total, device=indptr.device)
+        - first
+    )
+    new_indptr = torch.zeros_like(indptr)
+    new_indptr[1:] = new_counts.cumsum(0)
+    return new_indptr, indices[entries], values[entries]
+
+
 def _csr_parts(P: object) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
-    """(indptr, indices, values, S, A) of any accepted form of P, unvalidated values."""
+    """(indptr, indices, values, S, A) of any accepted form of P in the
+    kernel's state-major row order, with a validated structure; the values
+    are not validated yet."""
     if isinstance(P, CSRTransitions):
         S, A = P.num_states, P.num_actions
         if S < 1 or A < 1:
@@ -621,48 +664,52 @@ def _csr_parts(P: object) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int
             "P.indices", P.indices, dtypes=(torch.int32, torch.int64), ndim=1
         )
         values = ops.check_tensor("P.values", P.values, shape=indices.shape)
-        if indptr.shape != (A * S + 1,):
+        if indptr.shape != (S * A + 1,):
             raise ValueError(
-                f"P.indptr has shape {tuple(indptr.shape)}, expected ({A * S + 1},) = (A·S + 1,)"
+                f"P.indptr has shape {tuple(indptr.shape)}, expected ({S * A + 1},) = (S·A + 1,)"
             )
+        ops.check_csr_structure(indptr, indices, S, name="P")
         return indptr, indices, values, S, A
     if isinstance(P, torch.Tensor) and P.layout == torch.sparse_csr:
         if P.dim() == 2:
-            rows, S = P.shape
-            if S < 1 or rows < 1 or rows % S:
+            num_rows, S = P.shape
+            if S < 1 or num_rows < 1 or num_rows % S:
                 raise ValueError(
                     f"a 2-D sparse CSR P must have shape (A·S, S), got {tuple(P.shape)}"
                 )
-            return P.crow_indices().long(), P.col_indices(), P.values(), S, rows // S
-        if P.dim() == 3:  # batched CSR: one (S, S) matrix per action, equal nnz each
+            A = num_rows // S
+            indptr, indices, values = P.crow_indices().long(), P.col_indices(), P.values()
+        elif P.dim() == 3:  # batched CSR: one (S, S) matrix per action, equal nnz each
             A, S, _ = P.shape
             crow, col = P.crow_indices().long(), P.col_indices()
             nnz = col.shape[-1]
             offsets = torch.arange(A, device=crow.device).unsqueeze(1) * nnz
             indptr = torch.cat([(crow[:, :-1] + offsets).reshape(-1), crow.new_tensor([A * nnz])])
-            return indptr, col.reshape(-1), P.values().reshape(-1), S, A
-        raise ValueError(f"a sparse CSR P must be 2-D or 3-D, got shape {tuple(P.shape)}")
+            indices, values = col.reshape(-1), P.values().reshape(-1)
+        else:
+            raise ValueError(f"a sparse CSR P must be 2-D or 3-D, got shape {tuple(P.shape)}")
+        ops.check_csr_structure(indptr, indices, S, name="P")
+        return (*_state_major(indptr, indices, values, S, A), S, A)
     if isinstance(P, torch.Tensor) and P.layout == torch.sparse_coo:
         if P.dim() != 3:
             raise ValueError(f"a sparse COO P must have shape (A, S, S), got {tuple(P.shape)}")
         A, S, _ = P.shape
-        P = P.coalesce()  # sorted by (a, s, s'): rows come out in order
+        P = P.transpose(0, 1).coalesce()  # (S, A, S), sorted by (s, a, s'): rows in order
         idx = P.indices()
-        return _indptr(idx[0] * S + idx[1], A * S), idx[2], P.values(), S, A
+        return _indptr(idx[0] * A + idx[1], S * A), idx[2], P.values(), S, A
     if isinstance(P, torch.Tensor) and P.layout != torch.strided:
         raise TypeError(f"P has unsupported layout {P.layout}; use dense, sparse CSR or COO")
     dense = torch.as_tensor(P)
     if dense.dim() != 3 or dense.shape[1] != dense.shape[2]:
         raise ValueError(f"P must have shape (A, S, S), got {tuple(dense.shape)}")
-    A, S, _ = dense.shape
-    if S < 1 or A < 1:
+    if dense.shape[0] < 1 or dense.shape[1] < 1:
         raise ValueError(
             f"P must have at least one state and one action, got shape {tuple(dense.shape)}"
         )
     if not dense.is_floating_point():
         raise TypeError(f"P must hold floating probabilities, got dtype {dense.dtype}")
-    rows, cols = (dense.reshape(A * S, S) != 0).nonzero(as_tuple=True)  # row-major order
-    return _indptr(rows, A * S), cols, dense.reshape(A * S, S)[rows, cols], S, A
+    csr = CSRTransitions.from_dense(dense)
+    return csr.indptr, csr.indices, csr.values, csr.num_states, csr.num_actions
 
 
 def _as_mdp(P: object, R: object, episodic: bool, dtype: torch.dtype) -> _FiniteMDP:
@@ -674,12 +721,11 @@ def _as_mdp(P: object, R: object, episodic: bool, dtype: torch.dtype) -> _Finite
         raise TypeError(f"P must hold floating probabilities, got dtype {values.dtype}")
     device = values.device
     ops.check_device("P", device)
-    ops.check_csr_structure(indptr, indices, S, name="P")
-    rows = torch.repeat_interleave(torch.arange(A * S, device=device), indptr.diff())
+    rows = torch.repeat_interleave(torch.arange(S * A, device=device), indptr.diff())
 
     def where(j: int) -> str:
         row = int(rows[j])
-        return f"(a={row // S}, s={row % S}, s'={int(indices[j])})"
+        return f"(a={row % A}, s={row // A}, s'={int(indices[j])})"
 
     bad = ~torch.isfinite(values)
     if bool(bad.any()):
@@ -692,7 +738,7 @@ def _as_mdp(P: object, R: object, episodic: bool, dtype: torch.dtype) -> _Finite
             f"P has a negative probability {float(values[j]):.6g} at {where(j)}; "
             "transition probabilities must be >= 0"
         )
-    sums = torch.zeros(A * S, dtype=torch.float64, device=device)
+    sums = torch.zeros(S * A, dtype=torch.float64, device=device)
     sums.index_add_(0, rows, values.double())
     slack = max(1e-9, 64 * torch.finfo(values.dtype).eps)
     over = sums > 1 + slack
@@ -706,7 +752,7 @@ def _as_mdp(P: object, R: object, episodic: bool, dtype: torch.dtype) -> _Finite
             " (as in from_gymnasium's output), pass episodic=True."
         )
         raise ValueError(
-            f"P[a={i // S}, s={i % S}, :] sums to {float(sums[i]):.6g}; rows of P must sum to 1"
+            f"P[a={i % A}, s={i // A}, :] sums to {float(sums[i]):.6g}; rows of P must sum to 1"
             f"{' or less (episodic=True)' if episodic else ''}.{hint}"
         )
     stochastic = not bool(under.any())
@@ -721,9 +767,9 @@ def _as_mdp(P: object, R: object, episodic: bool, dtype: torch.dtype) -> _Finite
         r = reward.double()
     elif reward.shape == (A, S, S):
         # Expected reward r(s, a) = Σ_{s'} P(s'|s, a) R(a, s, s') over stored entries.
-        per_entry = reward.reshape(A * S, S)[rows, indices.long()].double() * values.double()
-        r = torch.zeros(A * S, dtype=torch.float64, device=device).index_add_(0, rows, per_entry)
-        r = r.reshape(A, S).T
+        per_entry = reward[rows % A, rows // A, indices.long()].double() * values.double()
+        r = torch.zeros(S * A, dtype=torch.float64, device=device).index_add_(0, rows, per_entry)
+        r = r.reshape(S, A)
     else:
         raise ValueError(
             f"R has shape {tuple(reward.shape)}; expected (S, A) = ({S}, {A}) "
@@ -913,7 +959,7 @@ def _evaluate(
     device = mdp.reward.device
     states = torch.arange(S, device=device)
     if S <= _DENSE_EVALUATION_MAX_STATES:
-        rows = policy * S + states
+        rows = states * mdp.num_actions + policy
         starts, counts = mdp.indptr[rows], mdp.indptr[rows + 1] - mdp.indptr[rows]
         owner = torch.repeat_interleave(states, counts)
         first = torch.repeat_interleave(counts.cumsum(0) - counts, counts)
@@ -1088,7 +1134,7 @@ def from_gymnasium(
                     )
                 reward[s, a] += p * float(r)
                 if not done:  # a finished episode has no continuation value
-                    rows.append(a * S + s)
+                    rows.append(s * A + a)
                     cols.append(s_next)
                     probs.append(p)
     # Merge repeated (row, column) outcomes and sort by row: CSR order.
@@ -1099,7 +1145,7 @@ def from_gymnasium(
     merged = torch.zeros(keys.numel(), dtype=torch.float64)
     merged.index_add_(0, where, torch.tensor(probs, dtype=torch.float64))
     P: torch.Tensor | CSRTransitions = CSRTransitions(
-        indptr=_indptr(keys // S, A * S),
+        indptr=_indptr(keys // S, S * A),
         indices=keys % S,
         values=merged.to(dtype),
         num_states=S,

@@ -344,9 +344,9 @@ def bellman_backup(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One synchronous Bellman backup of a finite MDP in one native pass.
 
-    The transitions are compressed sparse rows of the (A·S) × S matrix whose
-    row ``a·S + s`` is P(·|s, a) (an (A, S, S) tensor with its first two axes
-    merged). For every state s:
+    The transitions are compressed sparse rows of the (S·A) × S matrix whose
+    row ``s·A + a`` is P(·|s, a) (state-major: an (S, A, S) tensor with its
+    first two axes merged). For every state s:
 
     .. math::
         Q(s, a) = r(s, a) + γ \\sum_{s'} P(s'|s, a) V(s'), \\qquad
@@ -358,7 +358,7 @@ def bellman_backup(
     Sums are accumulated in float64.
 
     Args:
-        indptr: (A·S + 1,) int64 row offsets.
+        indptr: (S·A + 1,) int64 row offsets.
         indices: (nnz,) int32 or int64 successor states.
         values: (nnz,) probabilities, float32 or float64.
         reward: (S, A) expected rewards r(s, a), the dtype of ``values``.

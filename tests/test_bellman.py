@@ -1,6 +1,7 @@
 """fisherprec.bellman: Pontryagin costates against Riccati, and the finite-MDP
 solvers against each other, a plain numpy reference and gymnasium's tables."""
 
+import dataclasses
 import sys
 import warnings
 
@@ -286,8 +287,8 @@ def p_forms(P):
     forms = {
         "dense": P,
         "numpy": P.numpy(),
-        "CSRTransitions": CSRTransitions(
-            csr2.crow_indices(), csr2.col_indices().to(torch.int32), csr2.values(), S, A
+        "CSRTransitions": dataclasses.replace(
+            CSRTransitions.from_dense(P), indices=CSRTransitions.from_dense(P).indices.int()
         ),
         "torch-csr-2d": csr2,
         "torch-coo": quiet(lambda: P.to_sparse()),

@@ -17,6 +17,19 @@ namespace {
 // threads on a few thousand states, large enough to amortise scheduling.
 constexpr int64_t kStatesPerChunk = 1024;
 
+// The gathers V[s'] are random reads (the rows themselves stream): touching
+// the successors of the state this far ahead hides their latency. Measured on
+// 10^6 states × 4 actions × 8 successors.
+constexpr int64_t kPrefetchStates = 8;
+
+template <class T, class I>
+inline void prefetch_successors(const int64_t* indptr, const I* indices, const T* v, int64_t row_begin,
+                                int64_t row_end) {
+#if defined(__GNUC__)
+  for (int64_t j = indptr[row_begin]; j < indptr[row_end]; ++j) __builtin_prefetch(v + indices[j]);
+#endif
+}
+
 template <class T, class I>
 std::pair<double, double> backup(const int64_t* indptr, const I* indices, const T* values, const T* reward,
                                  const T* v, double gamma, const int64_t* policy_in, int64_t num_states,
@@ -30,6 +43,11 @@ std::pair<double, double> backup(const int64_t* indptr, const I* indices, const 
     double chunk_lo = std::numeric_limits<double>::infinity();
     double chunk_hi = -std::numeric_limits<double>::infinity();
     for (int64_t s = begin; s < end; ++s) {
+      const int64_t ahead = s + kPrefetchStates;
+      if (ahead < num_states) {
+        const int64_t row = ahead * num_actions + (policy_in ? policy_in[ahead] : 0);
+        prefetch_successors(indptr, indices, v, row, policy_in ? row + 1 : row + num_actions);
+      }
       const double delta = bellman_backup_state(s, num_states, num_actions, indptr, indices, values, reward, v,
                                                 gamma, policy_in, v_out, policy_out, q_out);
       chunk_lo = std::min(chunk_lo, delta);

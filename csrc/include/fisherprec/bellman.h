@@ -1,9 +1,10 @@
 // The Bellman backup of a finite MDP (THEORY.md §3), per state, shared by the
 // CPU loop and the CUDA kernel.
 //
-// Transitions are compressed sparse rows over the (A·S) × S matrix whose row
-// a·S + s holds P(·|s, a) (the (A, S, S) tensor with its first two axes
-// merged). For a state s, with V the current values:
+// Transitions are compressed sparse rows over the (S·A) × S matrix whose row
+// s·A + a holds P(·|s, a) (state-major: the A rows of a state are adjacent,
+// so a sweep over states reads P as one stream). For a state s, with V the
+// current values:
 //
 //   Q(s, a) = r(s, a) + γ Σ_{s'} P(s'|s, a) V(s')
 //   V'(s)   = max_a Q(s, a),   π(s) = the first a attaining the max
@@ -45,13 +46,13 @@ FP_HD double bellman_backup_state(int64_t s, int64_t num_states, int64_t num_act
   if (policy_in != nullptr) {
     best_action = policy_in[s];
     best = static_cast<double>(reward[s * num_actions + best_action]) +
-           gamma * bellman_expectation(indptr, indices, values, v, best_action * num_states + s);
+           gamma * bellman_expectation(indptr, indices, values, v, s * num_actions + best_action);
   } else {
     best = 0.0;
     best_action = 0;
     for (int64_t a = 0; a < num_actions; ++a) {
       const double q = static_cast<double>(reward[s * num_actions + a]) +
-                       gamma * bellman_expectation(indptr, indices, values, v, a * num_states + s);
+                       gamma * bellman_expectation(indptr, indices, values, v, s * num_actions + a);
       if (q_out != nullptr) q_out[s * num_actions + a] = static_cast<T>(q);
       if (a == 0 || q > best) {  // strict: ties keep the lowest action
         best = q;
