@@ -238,3 +238,18 @@ def test_backup_rejects_bad_policies():
         ops.bellman_backup(**args, policy=torch.zeros(3, dtype=torch.int32))
     with pytest.raises(ValueError, match="with_q=True is not supported"):
         ops.bellman_backup(**args, policy=torch.zeros(3, dtype=torch.int64), with_q=True)
+
+
+def test_benchmark_cases_compute_the_same_sweep():
+    from fisherprec import benchmarks
+
+    cases = benchmarks.collect(["bellman"], ["1e4"], torch.device("cpu"))
+    assert {case.impl for case in cases} == {"fisherprec", "numpy-reduceat", "torch-sparse-csr"}
+    results = {case.impl: [torch.as_tensor(x) for x in case.run()] for case in cases}
+    want_v, want_policy = results["fisherprec"]
+    assert want_v.shape == (10_000,)
+    for v, policy in results.values():
+        torch.testing.assert_close(v, want_v, rtol=1e-12, atol=1e-12)
+        assert torch.equal(policy, want_policy)
+    with pytest.raises(ValueError, match="unknown bellman size '1e9'"):
+        benchmarks.collect(["bellman"], ["1e9"], torch.device("cpu"))

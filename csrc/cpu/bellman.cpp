@@ -17,16 +17,18 @@ namespace {
 // threads on a few thousand states, large enough to amortise scheduling.
 constexpr int64_t kStatesPerChunk = 1024;
 
-// The gathers V[s'] are random reads (the rows themselves stream): touching
-// the successors of the state this far ahead hides their latency. Measured on
-// 10^6 states × 4 actions × 8 successors.
-constexpr int64_t kPrefetchStates = 8;
+// The gathers V[s'] are random reads while P itself streams. Touching V for
+// the stored entries this far ahead of the current state hides their latency
+// (10^6 states × 4 actions × 8 successors, 2 threads: 128 entries ≈ 4 states
+// ahead was ~1.8× faster than no prefetch and than 32 or 512). With a fixed
+// policy only one row per state is read: prefetch that row, a few states ahead.
+constexpr int64_t kPrefetchEntries = 128;
+constexpr int64_t kPrefetchStates = 4;
 
 template <class T, class I>
-inline void prefetch_successors(const int64_t* indptr, const I* indices, const T* v, int64_t row_begin,
-                                int64_t row_end) {
+inline void prefetch_gathers(const I* indices, const T* v, int64_t begin, int64_t end) {
 #if defined(__GNUC__)
-  for (int64_t j = indptr[row_begin]; j < indptr[row_end]; ++j) __builtin_prefetch(v + indices[j]);
+  for (int64_t j = begin; j < end; ++j) __builtin_prefetch(v + indices[j]);
 #endif
 }
 
@@ -36,6 +38,7 @@ std::pair<double, double> backup(const int64_t* indptr, const I* indices, const 
                                  int64_t num_actions, T* v_out, int64_t* policy_out, T* q_out, int threads) {
   if (num_states == 0) return {0.0, 0.0};
   const int64_t chunks = (num_states + kStatesPerChunk - 1) / kStatesPerChunk;
+  const int64_t nnz = indptr[num_states * num_actions];
   std::vector<double> lo(chunks), hi(chunks);
   parallel_for(chunks, threads, [&](int64_t c) {
     const int64_t begin = c * kStatesPerChunk;
@@ -43,10 +46,13 @@ std::pair<double, double> backup(const int64_t* indptr, const I* indices, const 
     double chunk_lo = std::numeric_limits<double>::infinity();
     double chunk_hi = -std::numeric_limits<double>::infinity();
     for (int64_t s = begin; s < end; ++s) {
-      const int64_t ahead = s + kPrefetchStates;
-      if (ahead < num_states) {
-        const int64_t row = ahead * num_actions + (policy_in ? policy_in[ahead] : 0);
-        prefetch_successors(indptr, indices, v, row, policy_in ? row + 1 : row + num_actions);
+      if (policy_in == nullptr) {
+        const int64_t first = indptr[s * num_actions] + kPrefetchEntries;
+        const int64_t last = indptr[(s + 1) * num_actions] + kPrefetchEntries;
+        prefetch_gathers(indices, v, first, last < nnz ? last : nnz);
+      } else if (s + kPrefetchStates < num_states) {
+        const int64_t row = (s + kPrefetchStates) * num_actions + policy_in[s + kPrefetchStates];
+        prefetch_gathers(indices, v, indptr[row], indptr[row + 1]);
       }
       const double delta = bellman_backup_state(s, num_states, num_actions, indptr, indices, values, reward, v,
                                                 gamma, policy_in, v_out, policy_out, q_out);
