@@ -1097,6 +1097,8 @@ def from_gymnasium(
             "fisherprec.bellman.from_gymnasium needs gymnasium, an optional extra: "
             "pip install 'fisherprec[rl]' (or pip install gymnasium)"
         ) from err
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"Invalid dtype value: {dtype}; expected a floating torch.dtype")
     if isinstance(env, str):
         env = gymnasium.make(env, **make_kwargs)
     elif make_kwargs:

@@ -344,6 +344,19 @@ def test_random_sparse_mdp_in_csr_form(generator):
         np.testing.assert_array_equal(sol.policy.numpy(), policy_star)
 
 
+def test_policy_iteration_with_iterative_evaluation(monkeypatch, generator):
+    # Above _DENSE_EVALUATION_MAX_STATES, π is evaluated with the native backup
+    # (policy fixed) instead of a dense solve: force that path on a small MDP.
+    monkeypatch.setattr(bellman, "_DENSE_EVALUATION_MAX_STATES", 0)
+    P, R = bellman.random_mdp(200, 3, successors=4, generator=generator)
+    v_star, policy_star, _ = reference.mdp_optimal_values(P.to_dense().numpy(), R.numpy(), 0.95)
+    for tol in (1e-3, 1e-9):
+        sol = bellman.policy_iteration(P, R, 0.95, tol=tol)
+        assert sol.converged and sol.error_bound <= tol
+        assert float(np.max(np.abs(sol.V.numpy() - v_star))) <= tol
+    np.testing.assert_array_equal(sol.policy.numpy(), policy_star)
+
+
 def test_rewards_per_transition_equal_their_expectation(generator):
     S, A = 25, 3
     P, _ = sparse_random_mdp(S, A, generator)

@@ -52,8 +52,10 @@ def test_frozen_lake_done_transitions_have_no_continuation():
 
 
 def test_from_gymnasium_accepts_an_id():
-    P, R = bellman.from_gymnasium("FrozenLake-v1", map_name="4x4")
-    assert P.shape == (4, 16, 16) and R.shape == (16, 4)
+    P, R = bellman.from_gymnasium("FrozenLake-v1", map_name="4x4", dtype=torch.float32)
+    assert P.shape == (4, 16, 16) and R.shape == (16, 4) and P.dtype == R.dtype == torch.float32
+    with pytest.raises(TypeError, match="Invalid dtype value"):
+        bellman.from_gymnasium("FrozenLake-v1", dtype=torch.int64)
     with pytest.raises(TypeError, match="need an environment id"):
         bellman.from_gymnasium(gymnasium.make("FrozenLake-v1"), map_name="4x4")
 
