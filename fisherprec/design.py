@@ -812,6 +812,10 @@ def _fisher_factors(
     with torch.no_grad():
         outputs = model(inputs)
     batch = inputs.shape[0]
+    if outputs.dim() == 0 or outputs.shape[0] != batch:
+        raise ValueError(
+            f"model outputs of shape {tuple(outputs.shape)} do not have the batch size {batch} first"
+        )
     if outputs.dim() == 2 and outputs.shape[1] >= 2:  # logits over C classes
         probs = torch.softmax(outputs.to(torch.float64), dim=1)
         rows = [
