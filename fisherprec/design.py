@@ -531,6 +531,19 @@ def greedy(
         >>> result.indices.unique().numel(), bool(result.errors[-1] < 1.6)
         (16, True)
     """
+    return _greedy(pool, n, sigma2, second_moment, ridge, rcond, ops.design_score_step)
+
+
+def _greedy(
+    pool: torch.Tensor,
+    n: int,
+    sigma2: float,
+    second_moment: torch.Tensor | None,
+    ridge: float,
+    rcond: float,
+    score_step: Callable[..., torch.Tensor],
+) -> GreedyResult:
+    """:func:`greedy` with the scoring step as a parameter (the benchmark swaps in torch)."""
     pool = _check_pool(pool)
     num, p = pool.shape
     n = _check_int("n", n, 1)
@@ -563,7 +576,7 @@ def greedy(
     indices = torch.empty(n, dtype=torch.int64)
     errors = torch.full((n,), math.inf, dtype=torch.float64)
     for k in range(n):
-        ops.design_score_step(pool, b, c, beta, gamma, 1.0, s, t, mask, out)
+        score_step(pool, b, c, beta, gamma, 1.0, s, t, mask, out)
         index = int(out[1])
         if index < 0:  # cannot happen for n <= N with finite inputs
             raise RuntimeError("greedy: no candidate left to score")
