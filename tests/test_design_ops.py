@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+import fisherprec as fp
 from fisherprec import ops
 from tests import reference
 
@@ -136,3 +137,31 @@ shared = torch.zeros(8, dtype=torch.float64)
 def test_score_step_rejects_bad_input(changes, error, message):
     with pytest.raises(error, match=message):
         ops.design_score_step(**_bad(**changes))
+
+
+@pytest.mark.skipif(not fp.cuda_available(), reason="needs a CUDA device and the CUDA kernels")
+@pytest.mark.parametrize("dtype", ops.FLOATING_DTYPES)
+def test_score_step_cuda_matches_cpu(dtype, generator):
+    for n, p in [(1, 1), (33, 17), (70_001, 64), (5000, 65)]:
+        args = _inputs(n, p, dtype, generator)
+        cpu = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
+        gpu = [a.cuda() if isinstance(a, torch.Tensor) else a for a in args]
+        out_cpu = torch.empty(2, dtype=torch.float64)
+        out_gpu = torch.empty(2, dtype=torch.float64, device="cuda")
+        ops.design_score_step(*cpu, out_cpu)
+        ops.design_score_step(*gpu, out_gpu)
+        torch.testing.assert_close(gpu[6].cpu(), cpu[6], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(gpu[7].cpu(), cpu[7], rtol=1e-12, atol=1e-12)
+        assert int(out_gpu[1]) == int(out_cpu[1])
+        assert out_gpu[0].item() == pytest.approx(out_cpu[0].item(), rel=1e-12)
+
+
+@pytest.mark.skipif(not fp.cuda_available(), reason="needs a CUDA device and the CUDA kernels")
+def test_greedy_on_cuda_matches_cpu(generator):
+    pool = torch.nn.functional.normalize(torch.randn(3000, 12, generator=generator), dim=1)
+    from fisherprec import design
+
+    cpu = design.greedy(pool, 30)
+    gpu = design.greedy(pool.cuda(), 30)
+    assert torch.equal(cpu.indices, gpu.indices)
+    torch.testing.assert_close(cpu.errors, gpu.errors)
