@@ -938,10 +938,11 @@ def fisher_active(
             raise ValueError("Invalid damping value: 0.0 (must be > 0)")
     cls = _resolve_estimator(fisher)
 
-    factors = _fisher_factors(model, loss_fn, pool_inputs, pool_targets, chunk_size)
+    # Scores are computed on the CPU in float64 (P is small for these models).
+    factors = _fisher_factors(model, loss_fn, pool_inputs, pool_targets, chunk_size).cpu()
     labeled = None
     if labeled_inputs is not None:
-        labeled = _fisher_factors(model, loss_fn, labeled_inputs, labeled_targets, chunk_size)
+        labeled = _fisher_factors(model, loss_fn, labeled_inputs, labeled_targets, chunk_size).cpu()
         # Every point contributes the same number of rows (zero rows pad), so that
         # the estimator's mean over rows, times that number, is the mean F_x.
         rows = max(factors.shape[1], labeled.shape[1])
