@@ -444,28 +444,27 @@ def _quadratic_forms(
     for start in range(0, n, _CHUNK_ROWS):
         rows = x[start : start + _CHUNK_ROWS].to(torch.float64)
         y = rows @ b
-        s[start : start + rows.shape[0]] = (y * rows).sum(1)
-        ty = (y * y).sum(1) / p if m is None else ((y @ m) * y).sum(1)
+        s[start : start + rows.shape[0]] = torch.linalg.vecdot(y, rows)
+        ty = torch.linalg.vecdot(y, y) / p if m is None else torch.linalg.vecdot(y @ m, y)
         t[start : start + rows.shape[0]] = ty
     return s, t
 
 
 def _row_sq_norms(x: torch.Tensor) -> torch.Tensor:
-    """‖x_i‖² in float64, chunked (no float64 copy of a large pool)."""
-    out = torch.empty(x.shape[0], dtype=torch.float64, device=x.device)
-    for start in range(0, x.shape[0], _CHUNK_ROWS):
-        rows = x[start : start + _CHUNK_ROWS].to(torch.float64)
-        out[start : start + rows.shape[0]] = rows.square().sum(1)
-    return out
+    """‖x_i‖² accumulated in float64, in one pass."""
+    return torch.linalg.vector_norm(x, dim=1, dtype=torch.float64).square()
 
 
-def _check_pool(pool: object) -> torch.Tensor:
+def _check_pool(pool: object) -> tuple[torch.Tensor, float]:
+    """The validated pool and its native Σ‖x_i‖² (float64), which also screens for
+    NaN/inf: a finite sum means finite entries (the full check runs only otherwise)."""
     pool = ops.check_tensor("pool", pool, dtypes=ops.FLOATING_DTYPES, ndim=2)
     if pool.shape[0] == 0 or pool.shape[1] == 0:
         raise ValueError(f"pool must be non-empty, got shape {tuple(pool.shape)}")
-    if not bool(torch.isfinite(pool).all()):
+    total = float(ops.sum_of_squares([pool]))
+    if not math.isfinite(total) and not bool(torch.isfinite(pool).all()):
         raise ValueError("pool contains NaN or inf")
-    return pool
+    return pool, total
 
 
 @dataclass(frozen=True)
@@ -544,7 +543,7 @@ def _greedy(
     score_step: Callable[..., torch.Tensor],
 ) -> GreedyResult:
     """:func:`greedy` with the scoring step as a parameter (the benchmark swaps in torch)."""
-    pool = _check_pool(pool)
+    pool, total = _check_pool(pool)
     num, p = pool.shape
     n = _check_int("n", n, 1)
     if n > num:
@@ -558,8 +557,8 @@ def _greedy(
     m = _second_moment(second_moment, p, device)
 
     # Phase 1: ridge-regularised scoring, B = (XᵀX + λI)⁻¹ starting from I/λ.
-    mean_sq = float(ops.sum_of_squares([pool])) / num
-    lam = ridge * (mean_sq if mean_sq > 0 else 1.0)
+    mean_sq = total / num
+    lam = ridge * (mean_sq if 0 < mean_sq < math.inf else 1.0)
     b_mat = torch.eye(p, dtype=torch.float64, device=device) / lam
     if m is None:
         s = _row_sq_norms(pool) / lam
@@ -697,7 +696,7 @@ def frank_wolfe(
         >>> bool(res.gaps[-1] < res.gaps[0]), res.lower_bound <= res.objective
         (True, True)
     """
-    pool = _check_pool(pool)
+    pool, _ = _check_pool(pool)
     num, p = pool.shape
     iters = _check_int("iters", iters, 0)
     tol = _check_real("tol", tol, minimum=0.0)
