@@ -9,9 +9,10 @@ Workloads are pools of N candidates in p dimensions ("1e6x64" is the target:
   matrix-vector products and in-place elementwise passes) and against recomputing the quadratic forms
   from B each step (``torch-quadform``: X·B, O(N·p²), what one writes without
   the incremental trick).
-- ``greedy``: ``fisherprec.design.greedy`` selecting n = p + 16 points (through
-  the ridge phase, the exact refresh, and 16 exact steps) with the native step
-  against the identical algorithm with the ``torch-incremental`` step.
+- ``greedy``: ``fisherprec.design.greedy`` selecting n = 2p points (the
+  samples the optimal path needs for ε = 1.5σ²: p ridge steps, the exact
+  O(N·p²) refresh, p exact steps) with the native step against the identical
+  algorithm with the ``torch-incremental`` step (init and refresh are shared code).
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def _cases(label: str, device: torch.device) -> list[BenchCase]:
     pool_bytes = pool.numel() * pool.element_size()
     # Ideal traffic of one step: read the pool once, read and write s and t.
     step_bytes = pool_bytes + 4 * num * 8 + num
-    n = p + 16
+    n = 2 * p
 
     def native_step() -> object:
         s, t, out = states["fisherprec"]
