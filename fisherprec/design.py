@@ -473,8 +473,9 @@ class GreedyResult:
 
     Attributes:
         indices: (n,) int64, distinct rows of the pool in the order chosen.
-        errors: (n,) float64, ε after each choice (exact, float64); ``inf`` while
-            the chosen rows do not yet span R^p.
+        errors: (n,) float64, ε after each choice (float64: exact inverse when
+            the chosen rows first span R^p, Sherman–Morrison updates after); ``inf``
+            while they do not yet span R^p.
         ridge: the absolute ridge λ used for scoring while XᵀX was singular.
     """
 
@@ -597,10 +598,8 @@ def _greedy(
                 b_mat = inverse
                 s, t = _quadratic_forms(pool, b_mat, m)
                 b, c, beta, gamma = zeros, zeros, 0.0, 0.0
-        if defined:
-            exact = _inverse_if_invertible(gram)
-            trace = _trace_with(exact if exact is not None else b_mat, m)
-            errors[k] = sigma2 * (1.0 + trace)
+        if defined:  # B is exact at the switch, then kept by Sherman–Morrison (λ = 0)
+            errors[k] = sigma2 * (1.0 + _trace_with(b_mat, m))
     return GreedyResult(indices=indices, errors=errors, ridge=lam)
 
 

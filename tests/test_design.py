@@ -556,3 +556,13 @@ def test_fisher_active_resolves_estimators_by_name(monkeypatch):
         design.fisher_active(model, loss, pool, 1, "full", damping=0.0)
     with pytest.raises(ValueError, match="cannot infer a predictive distribution"):
         design.fisher_active(torch.nn.Identity(), loss, torch.randn(5, 2, 2), 1, "full")
+
+
+def test_greedy_errors_stay_exact_over_many_sherman_morrison_steps(generator):
+    pool = torch.randn(500, 5, generator=generator, dtype=torch.float64) * torch.tensor(
+        [10.0, 1.0, 1.0, 0.1, 1.0], dtype=torch.float64
+    )
+    result = design.greedy(pool, 300, sigma2=2.0)
+    torch.testing.assert_close(
+        result.errors, design.path_errors(pool[result.indices], 2.0), rtol=1e-9, atol=0
+    )
