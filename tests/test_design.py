@@ -566,3 +566,10 @@ def test_greedy_errors_stay_exact_over_many_sherman_morrison_steps(generator):
     torch.testing.assert_close(
         result.errors, design.path_errors(pool[result.indices], 2.0), rtol=1e-9, atol=0
     )
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    failures, tried = doctest.testmod(design, optionflags=doctest.ELLIPSIS)
+    assert tried > 10 and failures == 0
