@@ -165,3 +165,17 @@ def test_greedy_on_cuda_matches_cpu(generator):
     gpu = design.greedy(pool.cuda(), 30)
     assert torch.equal(cpu.indices, gpu.indices)
     torch.testing.assert_close(cpu.errors, gpu.errors)
+
+
+def test_benchmark_torch_baseline_computes_the_same_step(generator):
+    from fisherprec.benchmarks.design import torch_score_step
+
+    args = _inputs(3001, 64, torch.float64, generator)
+    native = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
+    baseline = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
+    out_native, out_torch = torch.empty(2, dtype=torch.float64), torch.empty(2, dtype=torch.float64)
+    ops.design_score_step(*native, out_native)
+    torch_score_step(*baseline, out_torch)
+    torch.testing.assert_close(native[6], baseline[6], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(native[7], baseline[7], rtol=1e-12, atol=1e-12)
+    assert int(out_native[1]) == int(out_torch[1])
