@@ -176,6 +176,7 @@ def test_benchmark_torch_baseline_computes_the_same_step(generator):
     out_native, out_torch = torch.empty(2, dtype=torch.float64), torch.empty(2, dtype=torch.float64)
     ops.design_score_step(*native, out_native)
     torch_score_step(*baseline, out_torch)
-    torch.testing.assert_close(native[6], baseline[6], rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(native[7], baseline[7], rtol=1e-12, atol=1e-12)
+    live = ~args[8]  # the baseline also updates chosen rows, whose s, t are never read
+    torch.testing.assert_close(native[6][live], baseline[6][live], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(native[7][live], baseline[7][live], rtol=1e-12, atol=1e-12)
     assert int(out_native[1]) == int(out_torch[1])
