@@ -9,11 +9,13 @@
 #include <string>
 
 #include "cpu/bellman.h"
+#include "cpu/design.h"
 #include "cpu/parallel.h"
 #include "cpu/reduce.h"
 
 #if defined(FISHERPREC_WITH_CUDA)
 #include "cuda/bellman.h"
+#include "cuda/design.h"
 #include "cuda/reduce.h"
 #include "cuda/runtime.h"
 #endif
@@ -104,5 +106,24 @@ PYBIND11_MODULE(_C, m) {
       py::arg("indptr"), py::arg("indices"), py::arg("index_dtype"), py::arg("values"), py::arg("reward"),
       py::arg("v"), py::arg("gamma"), py::arg("policy_in"), py::arg("num_states"), py::arg("num_actions"),
       py::arg("dtype"), py::arg("v_out"), py::arg("policy_out"), py::arg("q_out"), py::arg("stream"), nogil);
+  // ---- design ----
+  m.def("design_score_step_cpu", &fisherprec::cpu::design_score_step, py::arg("pool"), py::arg("n"),
+        py::arg("p"), py::arg("dtype"), py::arg("b"), py::arg("c"), py::arg("beta"), py::arg("gamma"),
+        py::arg("eta"), py::arg("s"), py::arg("t"), py::arg("mask"), py::arg("out"), py::arg("threads"),
+        nogil);
+#if defined(FISHERPREC_WITH_CUDA)
+  m.def("design_workspace_blocks", &fisherprec::cuda::design_workspace_blocks);
+  m.def(
+      "design_score_step_cuda",
+      [](uintptr_t pool, int64_t n, int64_t p, int dtype, uintptr_t b, uintptr_t c, double beta, double gamma,
+         double eta, uintptr_t s, uintptr_t t, uintptr_t mask, uintptr_t out, uintptr_t workspace,
+         uintptr_t stream) {
+        check_cuda(fisherprec::cuda::design_score_step(pool, n, p, dtype, b, c, beta, gamma, eta, s, t, mask,
+                                                       out, workspace, stream),
+                   "design_score_step");
+      },
+      py::arg("pool"), py::arg("n"), py::arg("p"), py::arg("dtype"), py::arg("b"), py::arg("c"),
+      py::arg("beta"), py::arg("gamma"), py::arg("eta"), py::arg("s"), py::arg("t"), py::arg("mask"),
+      py::arg("out"), py::arg("workspace"), py::arg("stream"), nogil);
 #endif
 }

@@ -17,13 +17,14 @@ Kernel families append a section at the end of this file.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 
 from fisherprec import _C
 
-__all__ = ["FLOATING_DTYPES", "sum_of_squares"]
+__all__ = ["FLOATING_DTYPES", "design_score_step", "sum_of_squares"]
 
 # Must match csrc/include/fisherprec/common.h:DType.
 _DTYPE_CODES: dict[torch.dtype, int] = {
@@ -252,6 +253,41 @@ def _bellman_backup(
         num_threads(),
     )
     return v_out, policy_out, q, torch.tensor([lo, hi], dtype=torch.float64)
+# ----------------------------------------------------------------- design
+# One step of sequential A-optimal selection (THEORY.md §2); the math is in
+# csrc/include/fisherprec/design.h, the algorithm around it in fisherprec/design.py.
+@torch.library.custom_op(
+    "fisherprec::design_score_step", mutates_args=("s", "t", "out"), device_types="cpu"
+)
+def _design_score_step(
+    pool: torch.Tensor,
+    b: torch.Tensor,
+    c: torch.Tensor,
+    beta: float,
+    gamma: float,
+    eta: float,
+    s: torch.Tensor,
+    t: torch.Tensor,
+    mask: torch.Tensor,
+    out: torch.Tensor,
+) -> None:
+    n, p = pool.shape
+    _C.design_score_step_cpu(
+        pool.data_ptr(),
+        n,
+        p,
+        dtype_code(pool.dtype),
+        b.data_ptr(),
+        c.data_ptr(),
+        beta,
+        gamma,
+        eta,
+        s.data_ptr(),
+        t.data_ptr(),
+        mask.data_ptr(),
+        out.data_ptr(),
+        num_threads(),
+    )
 
 
 if CUDA_BUILT:
@@ -422,3 +458,119 @@ def bellman_backup(
     return torch.ops.fisherprec.bellman_backup(
         indptr, indices, values, reward, v, float(gamma), policy, bool(with_q)
     )
+    @_design_score_step.register_kernel("cuda")
+    def _design_score_step_cuda(
+        pool: torch.Tensor,
+        b: torch.Tensor,
+        c: torch.Tensor,
+        beta: float,
+        gamma: float,
+        eta: float,
+        s: torch.Tensor,
+        t: torch.Tensor,
+        mask: torch.Tensor,
+        out: torch.Tensor,
+    ) -> None:
+        n, p = pool.shape
+        workspace = torch.empty(
+            2 * _C.design_workspace_blocks(), dtype=torch.float64, device=pool.device
+        )
+        _C.design_score_step_cuda(
+            pool.data_ptr(),
+            n,
+            p,
+            dtype_code(pool.dtype),
+            b.data_ptr(),
+            c.data_ptr(),
+            beta,
+            gamma,
+            eta,
+            s.data_ptr(),
+            t.data_ptr(),
+            mask.data_ptr(),
+            out.data_ptr(),
+            workspace.data_ptr(),
+            cuda_stream(pool.device),
+        )
+
+
+@_design_score_step.register_fake
+def _(pool, b, c, beta, gamma, eta, s, t, mask, out) -> None:
+    return None
+
+
+def _check_finite_scalar(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"Invalid {name} value: {value} (must be finite)")
+    return value
+
+
+def design_score_step(
+    pool: torch.Tensor,
+    b: torch.Tensor,
+    c: torch.Tensor,
+    beta: float,
+    gamma: float,
+    eta: float,
+    s: torch.Tensor,
+    t: torch.Tensor,
+    mask: torch.Tensor,
+    out: torch.Tensor,
+) -> torch.Tensor:
+    """One scoring step of sequential A-optimal design, in one native pass over `pool`.
+
+    For every row x_i of `pool` whose `mask` entry is False, with u_i = x_iᵀb and
+    v_i = x_iᵀc (skipped when beta == 0):
+
+    .. math::
+        s_i \\leftarrow s_i - \\beta u_i^2, \\qquad
+        t_i \\leftarrow t_i - 2\\beta u_i v_i + \\beta^2 \\gamma u_i^2, \\qquad
+        \\Delta_i = t_i / (1 + \\eta s_i)
+
+    (the Sherman–Morrison update of s_i = x_iᵀBx_i and t_i = x_iᵀBMBx_i after
+    B ← B − β b bᵀ, with c = BMb, γ = bᵀMb; see csrc/include/fisherprec/design.h),
+    then writes out = [max Δ_i, argmax i] (ties: lowest index; [-inf, -1] when every
+    row is masked or the pool is empty). O(N·p) work.
+
+    Args:
+        pool: (N, p) float32/float64/bfloat16/float16 candidates, contiguous.
+        b, c: (p,) float64.
+        beta, gamma, eta: finite floats.
+        s, t: (N,) float64, updated in place.
+        mask: (N,) bool, True for rows to skip (their s, t are left as they are).
+        out: (2,) float64, overwritten.
+
+    Returns:
+        `out`.
+
+    Example:
+        >>> import torch, fisherprec.ops as ops
+        >>> pool = torch.eye(3)
+        >>> s, t = torch.ones(3, dtype=torch.float64), torch.tensor([1.0, 3.0, 2.0], dtype=torch.float64)
+        >>> z = torch.zeros(3, dtype=torch.float64)
+        >>> out = torch.empty(2, dtype=torch.float64)
+        >>> ops.design_score_step(pool, z, z, 0.0, 0.0, 1.0, s, t, torch.zeros(3, dtype=torch.bool), out)
+        tensor([1.5000, 1.0000], dtype=torch.float64)
+    """
+    pool = check_tensor("pool", pool, dtypes=FLOATING_DTYPES, ndim=2)
+    n, p = pool.shape
+    device = pool.device
+    f64 = (torch.float64,)
+    check_tensor("b", b, dtypes=f64, device=device, shape=(p,))
+    check_tensor("c", c, dtypes=f64, device=device, shape=(p,))
+    check_tensor("s", s, dtypes=f64, device=device, shape=(n,))
+    check_tensor("t", t, dtypes=f64, device=device, shape=(n,))
+    check_tensor("mask", mask, dtypes=(torch.bool,), device=device, shape=(n,))
+    check_tensor("out", out, dtypes=f64, device=device, shape=(2,))
+    beta = _check_finite_scalar("beta", beta)
+    gamma = _check_finite_scalar("gamma", gamma)
+    eta = _check_finite_scalar("eta", eta)
+    written = {"s": [s], "t": [t], "out": [out]}
+    check_no_overlap(written)
+    for name, tensor in (("pool", pool), ("b", b), ("c", c), ("mask", mask)):
+        check_no_overlap({**written, name: [tensor]})
+    torch.ops.fisherprec.design_score_step(pool, b, c, beta, gamma, eta, s, t, mask, out)
+    return out

@@ -111,3 +111,57 @@ def toy_text_optimal_values(table: dict, num_states: int, gamma: float) -> np.nd
         if change <= 1e-15 * max(1.0, np.max(np.abs(v))):
             break
     return v
+def design_score_step(
+    pool: torch.Tensor,
+    b: torch.Tensor,
+    c: torch.Tensor,
+    beta: float,
+    gamma: float,
+    eta: float,
+    s: torch.Tensor,
+    t: torch.Tensor,
+    mask: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, float, int]:
+    """One Sherman–Morrison scoring step (THEORY.md §2): with u = X b, v = X c,
+    s' = s − β u², t' = t − 2β u v + β² γ u², Δ = t'/(1 + η s'); masked rows keep
+    s, t and are never the argmax. Returns (s', t', max Δ, argmax) (ties: lowest index)."""
+    x = pool.to(torch.float64)
+    s, t = s.clone(), t.clone()
+    if beta != 0.0:
+        u, v = x @ b, x @ c
+        live = ~mask
+        s[live] = (s - beta * u * u)[live]
+        t[live] = (t - 2 * beta * u * v + beta * beta * gamma * u * u)[live]
+    score = t / (1 + eta * s)
+    score[mask] = -torch.inf
+    if bool(mask.all()):
+        return s, t, -float("inf"), -1
+    best = float(score.max())
+    return s, t, best, int(torch.nonzero(score == best)[0])
+
+
+def greedy_a_optimal(
+    pool: torch.Tensor, n: int, ridge: float, second_moment: torch.Tensor | None = None
+) -> list[int]:
+    """Sequential A-optimal selection by brute force: at each step the candidate
+    minimising tr((XᵀX + λI)⁻¹ M) with X the chosen rows plus it, λ = `ridge` while
+    XᵀX is singular and 0 afterwards."""
+    x = pool.to(torch.float64)
+    p = x.shape[1]
+    m = torch.eye(p, dtype=torch.float64) / p if second_moment is None else second_moment
+    gram = torch.zeros(p, p, dtype=torch.float64)
+    chosen: list[int] = []
+    for _ in range(n):
+        eig = torch.linalg.eigvalsh(gram)
+        lam = 0.0 if len(chosen) >= p and eig[0] > 1e-10 * eig[-1] else ridge
+        base = gram + lam * torch.eye(p, dtype=torch.float64)
+        scores = [
+            float("inf")
+            if i in chosen
+            else float(torch.trace(torch.linalg.inv(base + torch.outer(x[i], x[i])) @ m))
+            for i in range(x.shape[0])
+        ]
+        best = min(range(len(scores)), key=scores.__getitem__)
+        chosen.append(best)
+        gram += torch.outer(x[best], x[best])
+    return chosen
