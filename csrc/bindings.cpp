@@ -106,6 +106,8 @@ PYBIND11_MODULE(_C, m) {
       py::arg("indptr"), py::arg("indices"), py::arg("index_dtype"), py::arg("values"), py::arg("reward"),
       py::arg("v"), py::arg("gamma"), py::arg("policy_in"), py::arg("num_states"), py::arg("num_actions"),
       py::arg("dtype"), py::arg("v_out"), py::arg("policy_out"), py::arg("q_out"), py::arg("stream"), nogil);
+#endif
+
   // ---- design ----
   m.def("design_score_step_cpu", &fisherprec::cpu::design_score_step, py::arg("pool"), py::arg("n"),
         py::arg("p"), py::arg("dtype"), py::arg("b"), py::arg("c"), py::arg("beta"), py::arg("gamma"),
