@@ -21,6 +21,7 @@ import argparse
 import json
 import statistics
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -280,11 +281,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "bench",
         help="microbenchmark the Fisher variants beside their torch baselines",
-        description=(
+        description=textwrap.fill(
             "Time the registered benchmark cases (fisherprec/benchmarks/<variant>.py): each "
             "variant's update, inverse-root apply and full optimizer step beside its torch "
             "baselines, with speedups and the achieved bandwidth as a fraction of a copy "
-            "and an axpy bandwidth measured in the same run."
+            "and an axpy bandwidth measured in the same run.",
+            88,
         ),
         epilog=_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
