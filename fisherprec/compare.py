@@ -5,8 +5,8 @@ For an error threshold δ on the held-out loss (the generalization error ε):
 
 - T_sample(δ): optimizer steps, and observations (steps × batch), until ε ≤ δ
   for the first time (ε is evaluated ``task.evals`` times per run);
-- T_compute(δ): training wall-clock seconds until the same (evaluation time
-  excluded).
+- T_compute(δ): training wall-clock seconds until the same: forward, backward
+  and optimizer step (drawing minibatches and evaluating are not counted).
 
 Each optimizer runs on the same seeds (same data, same initial weights); the
 table reports mean ± sample std over seeds, and the JSON every number.
@@ -161,8 +161,7 @@ def train(
             reached, reached_seconds = step, elapsed
         return True
 
-    evaluate(0)
-    for step in range(1, steps + 1):
+    for step in range(1, steps + 1 if evaluate(0) else 1):
         inputs, targets = problem.batch()
         _synchronize(device)
         start = time.perf_counter()
