@@ -36,7 +36,9 @@ DEFAULT_MIN_SECONDS = 0.5
 
 
 def copy_bandwidth(
-    device: torch.device, numel: int = DEFAULT_BANDWIDTH_NUMEL, **timing: Any
+    device: torch.device,
+    numel: int = DEFAULT_BANDWIDTH_NUMEL,
+    min_seconds: float = DEFAULT_MIN_SECONDS,
 ) -> float:
     """Bytes/s of ``dst.copy_(src)`` over float32 (8 bytes per element): the
     ceiling for streaming kernels, beside :func:`fisherprec.benchmarks.axpy_bandwidth`."""
@@ -44,7 +46,11 @@ def copy_bandwidth(
 
     src = torch.ones(numel, device=device)
     dst = torch.empty_like(src)
-    return 8 * numel / statistics.median(time_call(lambda: dst.copy_(src), device, **timing))
+    return (
+        8
+        * numel
+        / statistics.median(time_call(lambda: dst.copy_(src), device, min_seconds=min_seconds))
+    )
 
 
 def run_bench(
@@ -74,9 +80,8 @@ def run_bench(
         cases = benchmarks.collect(variants or None, sizes or None, device)
     except ValueError as err:
         raise UsageError(str(err)) from None
-    timing = {"min_seconds": min_seconds}
     bar = progress.task("bandwidth", 2)
-    copy_bw = copy_bandwidth(device, bandwidth_numel, **timing)
+    copy_bw = copy_bandwidth(device, bandwidth_numel, min_seconds)
     bar.update(1)
     axpy_bw = benchmarks.axpy_bandwidth(device, bandwidth_numel)
     bar.update(1)
@@ -98,7 +103,7 @@ def run_bench(
             "error": None,
         }
         try:
-            times = benchmarks.time_call(case.run, device, **timing)
+            times = benchmarks.time_call(case.run, device, min_seconds=min_seconds)
         except Exception as err:
             row["error"] = f"{type(err).__name__}: {err}"
             errors.append(f"{case.key}: {row['error']}")

@@ -280,7 +280,7 @@ def tune_lr(
     seed ``TUNE_SEED``; score = mean of the last three held-out losses
     (diverged or failed: infinite). Returns the best lr and the sweep."""
     tune_steps = max(1, steps // TUNE_STEPS_DIVISOR)
-    sweep = []
+    sweep: list[dict[str, Any]] = []
     for factor in TUNE_FACTORS:
         lr = base_lr * factor
         counter[0] += 1
@@ -599,16 +599,15 @@ def write_outputs(result: dict[str, Any], out: str | Path) -> dict[str, Path | N
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"compare-{result['task']['name']}"
+    json_path, table_path, plot_path = (out / f"{stem}.{ext}" for ext in ("json", "md", "png"))
     paths: dict[str, Path | None] = {
-        "json": out / f"{stem}.json",
-        "table": out / f"{stem}.md",
-        "plot": out / f"{stem}.png",
+        "json": json_path,
+        "table": table_path,
+        "plot": plot_path if plot(result, plot_path) else None,
     }
-    if not plot(result, paths["plot"]):
-        paths["plot"] = None
     result = {**result, "files": {k: None if v is None else str(v) for k, v in paths.items()}}
-    paths["json"].write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
-    paths["table"].write_text(format_table(result) + "\n")
+    json_path.write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
+    table_path.write_text(format_table(result) + "\n")
     return paths
 
 

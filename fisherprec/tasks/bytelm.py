@@ -24,44 +24,46 @@ HELDOUT_WINDOWS = 64
 CORPUS_BYTES = 1_000_000
 
 
+class Block(torch.nn.Module):
+    """Pre-norm transformer block: causal self-attention, then a GELU MLP."""
+
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        if width % heads:
+            raise ValueError(f"width {width} is not a multiple of heads {heads}")
+        self.heads = heads
+        self.norm1 = torch.nn.LayerNorm(width)
+        self.qkv = torch.nn.Linear(width, 3 * width)
+        self.proj = torch.nn.Linear(width, width)
+        self.norm2 = torch.nn.LayerNorm(width)
+        self.up = torch.nn.Linear(width, 4 * width)
+        self.down = torch.nn.Linear(4 * width, width)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        batch, length, _ = h.shape
+        qkv = self.qkv(self.norm1(h)).view(batch, length, 3, self.heads, -1)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)
+        attended = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        h = h + self.proj(attended.transpose(1, 2).reshape(batch, length, -1))
+        return h + self.down(F.gelu(self.up(self.norm2(h))))
+
+
 class CausalTransformer(torch.nn.Module):
-    """Pre-norm transformer blocks over byte embeddings, causal attention."""
+    """Byte embeddings + learned positions, `layers` pre-norm blocks, a byte head."""
 
     def __init__(
         self, width: int = WIDTH, heads: int = HEADS, context: int = CONTEXT, layers: int = 1
     ) -> None:
         super().__init__()
-        if width % heads:
-            raise ValueError(f"width {width} is not a multiple of heads {heads}")
-        self.heads = heads
         self.embed = torch.nn.Embedding(VOCAB_SIZE, width)
         self.position = torch.nn.Parameter(0.02 * torch.randn(context, width))
-        self.blocks = torch.nn.ModuleList(
-            torch.nn.ModuleDict(
-                {
-                    "norm1": torch.nn.LayerNorm(width),
-                    "qkv": torch.nn.Linear(width, 3 * width),
-                    "proj": torch.nn.Linear(width, width),
-                    "norm2": torch.nn.LayerNorm(width),
-                    "up": torch.nn.Linear(width, 4 * width),
-                    "down": torch.nn.Linear(4 * width, width),
-                }
-            )
-            for _ in range(layers)
-        )
+        self.blocks = torch.nn.Sequential(*(Block(width, heads) for _ in range(layers)))
         self.norm = torch.nn.LayerNorm(width)
         self.head = torch.nn.Linear(width, VOCAB_SIZE)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        batch, length = tokens.shape
-        h = self.embed(tokens) + self.position[:length]
-        for block in self.blocks:
-            qkv = block["qkv"](block["norm1"](h)).view(batch, length, 3, self.heads, -1)
-            q, k, v = qkv.permute(2, 0, 3, 1, 4)
-            attended = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-            h = h + block["proj"](attended.transpose(1, 2).reshape(batch, length, -1))
-            h = h + block["down"](F.gelu(block["up"](block["norm2"](h))))
-        return self.head(self.norm(h))
+        h = self.embed(tokens) + self.position[: tokens.shape[1]]
+        return self.head(self.norm(self.blocks(h)))
 
 
 def next_byte_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
