@@ -199,7 +199,7 @@ def format_table(result: dict[str, Any]) -> str:
         elif r["impl"] == r["baseline"]:
             speedup = "1.00 (baseline)"
         else:
-            speedup = f"{r['speedup']:.2f}× vs {r['baseline']}"
+            speedup = f"{r['speedup']:.3g}× vs {r['baseline']}"
         rows.append(
             [
                 r["variant"],
