@@ -212,6 +212,7 @@ def test_missing_matplotlib_skips_the_plot_with_a_message(tmp_path, monkeypatch,
         (["--optimizers", "sgd", "nope"], "unknown optimizer 'nope'; available: sgd, adamw"),
         (["--device", "meta"], "unsupported device 'meta'"),
         (["--device", "tpu"], "invalid device 'tpu'; use cpu or cuda"),
+        (["--threshold", "nan"], "threshold must be finite, got nan"),
     ],
 )
 def test_bad_requests_exit_2_with_a_clear_message(tmp_path, capsys, argv, message):
@@ -229,7 +230,11 @@ def test_cuda_without_cuda_is_a_clear_error(capsys):
 
 @pytest.mark.parametrize(
     ("argv", "message"),
-    [(["--steps", "0"], "expected a positive integer, got 0"), (["--seeds", "x"], "'x'")],
+    [
+        (["--steps", "0"], "expected a positive integer, got 0"),
+        (["--seeds", "x"], "'x'"),
+        (["--optimizers"], "expected at least one argument"),
+    ],
 )
 def test_bad_numbers_are_usage_errors(capsys, argv, message):
     assert main(["compare", *argv]) == 2
