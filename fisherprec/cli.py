@@ -1,53 +1,60 @@
-"""The ``fisherprec`` command line."""
+"""The ``fisherprec`` command line.
+
+Each subcommand lives in its own module, listed in :data:`COMMANDS`; a module
+exposes ``register(subparsers)``, which adds its parser and sets ``func`` (a
+callable taking the parsed arguments and returning the exit status).
+Raising :class:`fisherprec._cliutils.UsageError` from ``func`` prints a one-line
+error and exits with status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
 import sys
-import time
 from collections.abc import Sequence
 
+from fisherprec._cliutils import UsageError
 
-def _demo(args: argparse.Namespace) -> int:
-    import torch
-
-    import fisherprec
-    from fisherprec import ops
-
-    print("fisherprec build info:")
-    print(json.dumps(fisherprec.build_info(), indent=2))
-    generator = torch.Generator().manual_seed(0)
-    tensors = [torch.randn(n, generator=generator) for n in (1, 1000, 1 << 20, 12345)]
-    start = time.perf_counter()
-    native = float(ops.sum_of_squares(tensors))
-    elapsed = time.perf_counter() - start
-    reference = float(sum(t.double().square().sum() for t in tensors))
-    print(
-        f"sum_of_squares over {len(tensors)} tensors ({sum(t.numel() for t in tensors)} elements): "
-        f"{native:.6f} (torch float64: {reference:.6f}, {elapsed * 1e3:.2f} ms)"
-    )
-    return 0 if abs(native - reference) <= 1e-9 * abs(reference) else 1
+COMMANDS: tuple[str, ...] = (
+    "fisherprec.demo",
+    "fisherprec.compare",
+    "fisherprec.bench",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     import fisherprec
 
     parser = argparse.ArgumentParser(
-        prog="fisherprec", description="Fisher preconditioning for PyTorch."
+        prog="fisherprec",
+        description="Fisher preconditioning for PyTorch: compare optimizers on built-in tasks, "
+        "benchmark the kernels, inspect the build.",
     )
     parser.add_argument(
         "--version", action="version", version=f"fisherprec {fisherprec.__version__}"
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    demo = commands.add_parser("demo", help="print build information and run a native kernel")
-    demo.set_defaults(func=_demo)
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(name).register(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    """Run the command line with `argv` (default: ``sys.argv[1:]``); returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, --version, usage errors: return rather than exit
+        return exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
+    try:
+        return int(args.func(args))
+    except UsageError as err:
+        print(f"fisherprec {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"fisherprec {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
