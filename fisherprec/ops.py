@@ -372,7 +372,7 @@ def diag_step_unchecked_(
     ``torch.compile`` it goes through ``torch.ops.fisherprec.diag_step``.
     """
     args = (lr, beta1, beta2, eps, weight_decay, step, power, bias_correction, maximize)
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or params[0].device.type == "meta":
         torch.ops.fisherprec.diag_step(params, grads, exp_avgs, exp_avg_sqs, *args)
         return
     _diag_step_native(params, grads, exp_avgs, exp_avg_sqs, *args)
@@ -511,7 +511,7 @@ def diag_fisher_update_(
             raise ValueError(f"Invalid {name} value: {value}")
     check_no_overlap({"state": [state], "grads": [grads]})
     batch = grads.reshape(-1, state.shape[0])
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or state.device.type == "meta":
         torch.ops.fisherprec.diag_fisher_update(state, batch, old_weight, new_weight)
     else:  # direct call: see diag_step_unchecked_
         _diag_fisher_native(state, batch, old_weight, new_weight)

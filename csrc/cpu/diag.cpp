@@ -3,12 +3,14 @@
 #include "cpu/parallel.h"
 #include "fisherprec/diag.h"
 
-// The hot loops are compiled once per ISA and picked at load time (ifunc), so
-// the portable build still runs AVX2/AVX-512 code where the CPU has it. The
-// math is the same inline functions in every clone and no clone contracts to
-// FMA (ISO C++ mode), so results do not depend on which clone runs.
+// The hot loops are compiled once per ISA level and picked at load time
+// (ifunc), so the portable build still runs AVX2+FMA / AVX-512 code where the
+// CPU has it. The math is the same inline functions in every clone; the only
+// fused multiply-adds are explicit fmaf calls (ISO C++ mode does not contract),
+// which the baseline clone gets from libm, correctly rounded: results do not
+// depend on which clone runs.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
-#define FP_CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define FP_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define FP_CPU_CLONES
 #endif

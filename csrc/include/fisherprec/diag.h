@@ -7,10 +7,12 @@
 //   u = (m / c1) / ((v / c2)^power + ε)    c_i = 1 − β_i^t (or 1 without bias correction)
 //   θ ← θ (1 − lr·wd) − lr u               (decoupled weight decay)
 //
-// The operation order follows torch.optim.AdamW (and torch's fused CPU Adam)
-// so that trajectories agree to float32 rounding:
-//   m = lerp(m, g, 1−β1)                   (torch's two-sided lerp formula)
-//   v = v·β2 + ((1−β2)·g)·g
+// The operation order, fused multiply-adds included, follows torch's CPU
+// kernels for AdamW (and RMSprop): one step gives the same m and v bit for
+// bit and θ to within an ulp (torch's tensor sqrt is not always correctly
+// rounded), so trajectories agree to float32 rounding:
+//   m = lerp(m, g, 1−β1)                   (torch's two-sided lerp, one FMA)
+//   v = fma((1−β2)·g, g, v·β2)             (torch's mul_ then addcmul_)
 //   denom = v^power / c2^power + ε         (ε outside the root, as Adam)
 //   θ = θ·(1 − lr·wd) − ((lr/c1)·m) / denom
 // Every coefficient (1−β1, 1−β2, lr/c1, c2^power, 1 − lr·wd) is computed once
@@ -64,20 +66,21 @@ inline DiagScalars make_diag_scalars(double lr, double beta1, double beta2, doub
   return s;
 }
 
-// torch.lerp(m, g, w): m + w (g − m) for |w| < 0.5, else g − (g − m)(1 − w).
-// The second branch makes w = 1 (β1 = 0) give m = g exactly. `w` is uniform
-// over a call, so the select costs nothing in a vectorised loop.
+// torch.lerp(m, g, w): m + w (g − m) for |w| < 0.5, else g − (g − m)(1 − w),
+// each as one FMA (torch's vectorised lerp). The second branch makes w = 1
+// (β1 = 0) give m = g exactly. `w` is uniform over a call, so the select
+// costs nothing in a vectorised loop.
 FP_HD float diag_lerp(float m, float g, float w) {
   const bool small = w < 0.5f;
   const float base = small ? m : g;
   const float coeff = small ? w : w - 1.0f;
-  return base + coeff * (g - m);
+  return fmaf(coeff, g - m, base);
 }
 
 // v ← β2 v + (1−β2) g² and m ← β1 m + (1−β1) g with host-rounded coefficients.
 FP_HD void diag_ema(float g, const DiagScalars& s, float& m, float& v) {
   m = diag_lerp(m, g, s.one_minus_beta1);
-  v = v * s.beta2 + s.one_minus_beta2 * g * g;
+  v = fmaf(s.one_minus_beta2 * g, g, v * s.beta2);
 }
 
 // Legacy form (coefficients 1 − β rounded in float): kept for grafting code
