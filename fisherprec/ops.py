@@ -341,9 +341,11 @@ def check_diag_step_args(
     )
     # grads are only read, but a grad sharing memory with a written buffer
     # would be read after it is overwritten: all four lists must be disjoint.
-    check_no_overlap(
-        {"params": params, "grads": grads, "exp_avgs": exp_avgs, "exp_avg_sqs": exp_avg_sqs}
-    )
+    # (Traced and meta tensors have no memory to compare.)
+    if not torch.compiler.is_compiling() and params[0].device.type != "meta":
+        check_no_overlap(
+            {"params": params, "grads": grads, "exp_avgs": exp_avgs, "exp_avg_sqs": exp_avg_sqs}
+        )
     return params, grads, exp_avgs, exp_avg_sqs
 
 
@@ -509,7 +511,8 @@ def diag_fisher_update_(
     for name, value in (("old_weight", old_weight), ("new_weight", new_weight)):
         if not math.isfinite(value):
             raise ValueError(f"Invalid {name} value: {value}")
-    check_no_overlap({"state": [state], "grads": [grads]})
+    if not torch.compiler.is_compiling() and state.device.type != "meta":
+        check_no_overlap({"state": [state], "grads": [grads]})
     batch = grads.reshape(-1, state.shape[0])
     if torch.compiler.is_compiling() or state.device.type == "meta":
         torch.ops.fisherprec.diag_fisher_update(state, batch, old_weight, new_weight)
