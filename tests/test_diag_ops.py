@@ -183,9 +183,13 @@ def test_diag_step_rejects_bad_buffers(args, error, message):
 
 def test_diag_step_rejects_aliasing_buffers():
     p, g, m, v = _good(8)
-    with pytest.raises(ValueError, match=r"exp_avg(_sq)?s\[0\] and exp_avg(_sq)?s\[0\] share memory"):
+    with pytest.raises(
+        ValueError, match=r"exp_avg(_sq)?s\[0\] and exp_avg(_sq)?s\[0\] share memory"
+    ):
         ops.diag_step_(p, g, m, m, lr=0.1, step=1)
-    with pytest.raises(ValueError, match=r"(params|grads)\[0\] and (params|grads)\[0\] share memory"):
+    with pytest.raises(
+        ValueError, match=r"(params|grads)\[0\] and (params|grads)\[0\] share memory"
+    ):
         ops.diag_step_(p, p, m, v, lr=0.1, step=1)
     base = torch.zeros(8)
     with pytest.raises(ValueError, match="share memory"):

@@ -15,7 +15,13 @@ from typing import Any
 import torch
 
 from fisherprec import ops
-from fisherprec.optim._base import FisherOptimizer, check_betas, check_lr, check_nonnegative
+from fisherprec.optim._base import (
+    FisherOptimizer,
+    check_betas,
+    check_lr,
+    check_nonfinite_policy,
+    check_nonnegative,
+)
 from fisherprec.optim.registry import OptimizerEntry, register
 
 __all__ = ["DiagFisher"]
@@ -144,6 +150,7 @@ class DiagFisher(FisherOptimizer):
         check_nonnegative("epsilon", group["eps"])
         check_nonnegative("weight_decay", group["weight_decay"])
         _check_power(group["power"])
+        check_nonfinite_policy(group["nonfinite"])
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
@@ -181,7 +188,9 @@ class DiagFisher(FisherOptimizer):
             return value.to(dtype=torch.float32, device="cpu")
         if key in _MOMENTS and param.is_floating_point():
             return value.to(
-                dtype=_state_dtype(param), device=param.device, memory_format=torch.contiguous_format
+                dtype=_state_dtype(param),
+                device=param.device,
+                memory_format=torch.contiguous_format,
             )
         return torch.optim.Optimizer._process_value_according_to_param_policy(
             param, value, param_id, param_groups, key
