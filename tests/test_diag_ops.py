@@ -277,3 +277,42 @@ def test_diag_fisher_update_rejects_aliasing_and_bad_weights():
         ops.diag_fisher_update_(buf[:4], buf[2:6], old_weight=0.5, new_weight=0.5)
     with pytest.raises(ValueError, match="Invalid new_weight value"):
         ops.diag_fisher_update_(torch.zeros(2), torch.ones(2), old_weight=0.5, new_weight=float("inf"))  # fmt: skip
+
+
+def _all_patterns(dtype: torch.dtype) -> torch.Tensor:
+    return torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_loads_are_exact_for_every_bit_pattern(dtype):
+    """to_float over all 65536 patterns: a zero step keeps θ, and m = g with β1 = 0."""
+    patterns = _all_patterns(dtype)
+    n = patterns.numel()
+    params, grads = patterns.clone(), torch.zeros(n, dtype=dtype)
+    m, v = torch.zeros(n), torch.zeros(n)
+    ops.diag_step_([params], [grads], [m], [v], lr=0.0, eps=1.0, step=1)
+    nan = torch.isnan(patterns)
+    assert torch.equal(params.view(torch.int16)[~nan], patterns.view(torch.int16)[~nan])
+    assert torch.isnan(params[nan]).all()
+    finite = torch.isfinite(patterns)
+    m = torch.zeros(n)
+    ops.diag_step_([torch.zeros(n, dtype=dtype)], [patterns], [m], [torch.zeros(n)],
+                   lr=0.0, beta1=0.0, eps=1.0, step=1)  # fmt: skip
+    assert torch.equal(m[finite], patterns.float()[finite])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("lr", [0.3, 1e-5, 1000.0])
+def test_low_precision_stores_round_like_torch(dtype, lr, generator):
+    """from_float: the low-precision step equals torch's rounding of the float32 step."""
+    patterns = _all_patterns(dtype)
+    params = patterns[torch.isfinite(patterns)]
+    n = params.numel()
+    grads = torch.randn(n, generator=generator).to(dtype)
+    kw = {"lr": lr, "beta1": 0.0, "beta2": 0.0, "bias_correction": False, "step": 1}
+    low = [params.clone()], [grads], [torch.zeros(n)], [torch.zeros(n)]
+    high = [params.float()], [grads.float()], [torch.zeros(n)], [torch.zeros(n)]
+    ops.diag_step_(*low, **kw)
+    ops.diag_step_(*high, **kw)
+    want = high[0][0].to(dtype)
+    assert torch.equal(low[0][0].view(torch.int16), want.view(torch.int16))

@@ -1,6 +1,7 @@
 #include "cpu/diag.h"
 
 #include "cpu/parallel.h"
+#include "fisherprec/convert_vec.h"
 #include "fisherprec/diag.h"
 
 // The hot loops are compiled once per ISA level and picked at load time
@@ -24,10 +25,10 @@ inline void step_range(T* __restrict param, const T* __restrict grad, float* __r
   const DiagScalars sc = s;  // a local copy: no aliasing with the buffers
   for (int64_t i = 0; i < n; ++i) {
     float mi = m[i], vi = v[i];
-    const float p = ::fisherprec::diag_step<kSqrt>(to_float(param[i]), to_float(grad[i]), mi, vi, sc);
+    const float p = ::fisherprec::diag_step<kSqrt>(to_float_vec(param[i]), to_float_vec(grad[i]), mi, vi, sc);
     m[i] = mi;
     v[i] = vi;
-    param[i] = from_float<T>(p);
+    param[i] = from_float_vec<T>(p);
   }
 }
 
@@ -70,7 +71,7 @@ inline void fisher_cols(const G* __restrict grads, int64_t batch, int64_t numel,
   for (int64_t i = 0; i < batch; ++i) {
     const G* row = grads + i * numel + begin;
     for (int64_t j = 0; j < width; ++j) {
-      const double g = static_cast<double>(to_float(row[j]));
+      const double g = static_cast<double>(to_float_vec(row[j]));
       acc[j] += g * g;
     }
   }

@@ -25,6 +25,7 @@
 #include <cmath>
 
 #include "fisherprec/common.h"
+#include "fisherprec/convert_vec.h"
 
 namespace fisherprec {
 
@@ -72,8 +73,9 @@ inline DiagScalars make_diag_scalars(double lr, double beta1, double beta2, doub
 // costs nothing in a vectorised loop.
 FP_HD float diag_lerp(float m, float g, float w) {
   const bool small = w < 0.5f;
-  const float base = small ? m : g;
-  const float coeff = small ? w : w - 1.0f;
+  // select_bits, not ?:, keeps the loops of every dtype free of control flow.
+  const float base = bit_cast<float>(select_bits(small, bit_cast<uint32_t>(m), bit_cast<uint32_t>(g)));
+  const float coeff = small ? w : w - 1.0f;  // uniform: hoisted
   return fmaf(coeff, g - m, base);
 }
 
@@ -116,7 +118,8 @@ FP_HD float diag_denominator(float v, float inv_c2_root, float power, float eps)
 // the raw gradient (negated here when maximizing); m and v are updated.
 template <bool kSqrt>
 FP_HD float diag_step(float param, float grad, float& m, float& v, const DiagScalars& s) {
-  const float g = s.maximize ? -grad : grad;
+  // −grad when maximizing, as a sign flip (exact, and branch-free).
+  const float g = bit_cast<float>(bit_cast<uint32_t>(grad) ^ (static_cast<uint32_t>(s.maximize) << 31));
   diag_ema(g, s, m, v);
   param *= s.decay;
   return param - (s.step_size * m) / diag_denominator<kSqrt>(v, s);
