@@ -303,3 +303,22 @@ def test_registry_entry():
     assert entry.factory is DiagFisher and entry.fisher == "diag"
     assert isinstance(registry.build("diag", _model().parameters()), DiagFisher)
     assert fp.optim.DiagFisher is DiagFisher
+
+
+def test_step_counts_are_per_parameter():
+    a, b = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2))
+    opt = DiagFisher([a, b], lr=0.1)
+    ref = torch.optim.AdamW([c := torch.nn.Parameter(torch.ones(3)), d := torch.nn.Parameter(torch.ones(2))],
+                            lr=0.1, weight_decay=0.0)  # fmt: skip
+    for grads in ([1, 1], [1, 0], [1, 0], [1, 1], [0, 1]):
+        for p, q, has in ((a, c, grads[0]), (b, d, grads[1])):
+            p.grad = torch.full_like(p, 0.5) if has else None
+            q.grad = torch.full_like(q, 0.5) if has else None
+        opt.step()
+        ref.step()
+    assert opt.state[a]["step"] == 4 and opt.state[b]["step"] == 3
+    assert float(ref.state[c]["step"]) == 4 and float(ref.state[d]["step"]) == 3
+    torch.testing.assert_close(a.detach(), c.detach())
+    torch.testing.assert_close(b.detach(), d.detach())
+    saved = _save(opt)["state"]
+    assert [float(saved[i]["step"]) for i in (0, 1)] == [4.0, 3.0]
