@@ -7,7 +7,7 @@ Workloads (size labels):
 - ``gpt2-124m``: the 148 parameter tensors of GPT-2 small, 124.4M elements (b);
 - ``200x5k``: 200 tensors of 5000 elements (c);
 - ``1e8-bf16``: (a) with bfloat16 parameters (d);
-- quick ones: ``1e6-fp32``, ``1e6-bf16``, ``gpt2-tiny`` (GPT-2's shapes with
+- quick ones: ``1e6-fp32``, ``1e7-fp32``, ``1e6-bf16``, ``gpt2-tiny`` (GPT-2's shapes with
   width 96: 5.5M elements).
 
 Buffers are allocated on a workload's first timed call and shared by the
@@ -53,6 +53,7 @@ def _workload(label: str) -> tuple[list[tuple[int, ...]], torch.dtype]:
         "gpt2-124m": lambda: (gpt2_shapes(), torch.float32),
         "200x5k": lambda: ([(5000,)] * 200, torch.float32),
         "1e6-fp32": lambda: ([(10**6,)], torch.float32),
+        "1e7-fp32": lambda: ([(10**7,)], torch.float32),
         "1e6-bf16": lambda: ([(10**6,)], torch.bfloat16),
         "gpt2-tiny": lambda: (gpt2_shapes(width=96), torch.float32),
     }
