@@ -322,3 +322,20 @@ def test_step_counts_are_per_parameter():
     torch.testing.assert_close(b.detach(), d.detach())
     saved = _save(opt)["state"]
     assert [float(saved[i]["step"]) for i in (0, 1)] == [4.0, 3.0]
+
+
+def test_bfloat16_checkpoint_resume_keeps_float32_moments_exactly():
+    straight = _model(torch.bfloat16)
+    _train(straight, DiagFisher(straight.parameters(), lr=1e-2), 20)
+    first = _model(torch.bfloat16)
+    opt1 = DiagFisher(first.parameters(), lr=1e-2)
+    _train(first, opt1, 10)
+    saved = _save(opt1)
+    opt2 = DiagFisher(first.parameters(), lr=1e-2)
+    opt2.load_state_dict(saved)  # torch alone would round the moments to bfloat16
+    for p in first.parameters():
+        for key in ("exp_avg", "exp_avg_sq"):
+            assert opt2.state[p][key].dtype == torch.float32
+            assert torch.equal(opt2.state[p][key], opt1.state[p][key])
+    _train(first, opt2, 10, start=10)
+    assert torch.equal(_flat(first), _flat(straight))

@@ -176,30 +176,19 @@ class DiagFisher(FisherOptimizer):
                     f"{group['weight_decay']}: load it into torch.optim.Adam instead"
                 )
 
-    @staticmethod
-    def _process_value_according_to_param_policy(
-        param: torch.Tensor,
-        value: torch.Tensor,
-        param_id: int,
-        param_groups: list[dict[Any, Any]],
-        key: Any = None,
-    ) -> torch.Tensor:
-        # torch casts loaded state to the parameter's dtype; our moments stay
-        # float32 for low-precision parameters, and "step" lives on the CPU.
-        if key == "step":
-            return value.to(dtype=torch.float32, device="cpu")
-        if key in _MOMENTS and param.is_floating_point():
-            return value.to(
-                dtype=_state_dtype(param),
-                device=param.device,
-                memory_format=torch.contiguous_format,
-            )
-        return torch.optim.Optimizer._process_value_according_to_param_policy(
-            param, value, param_id, param_groups, key
-        )
-
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
+        # torch casts loaded state to each parameter's dtype: take the saved
+        # moments again, so that float32 moments of bfloat16/float16
+        # parameters survive a checkpoint exactly.
+        saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        params = [p for g in self.param_groups for p in g["params"]]
+        for param_id, param in zip(saved_ids, params, strict=True):
+            saved = state_dict["state"].get(param_id, {})
+            for key in _MOMENTS:
+                value = saved.get(key)
+                if isinstance(value, torch.Tensor) and param in self.state:
+                    self.state[param][key] = value
         # Validate loaded state once here, so that each step can trust it.
         for index, (param, state) in enumerate(self.state.items()):
             if not state:
