@@ -109,13 +109,25 @@ inline void fisher_cols<double, float>(const double* __restrict grads, int64_t b
     state[begin + j] = diag_fisher_combine(state[begin + j], acc[j], old_weight, new_weight);
 }
 
+// A switch, not FP_DISPATCH_FLOATING: the loop must be inlined into the clone
+// (a lambda body would be compiled for the baseline ISA only).
 #define FP_FISHER_BLOCK(S, NAME)                                                                   \
   FP_CPU_CLONES void NAME(int grad_dtype, uintptr_t grads, int64_t batch, int64_t numel, S* state, \
                           int64_t begin, int64_t end, double a, double b) {                       \
-    FP_DISPATCH_FLOATING(grad_dtype, [&] {                                                         \
-      fisher_cols<scalar_t, S>(reinterpret_cast<const scalar_t*>(grads), batch, numel, state,      \
-                               begin, end, a, b);                                                  \
-    });                                                                                            \
+    switch (static_cast<DType>(grad_dtype)) {                                                      \
+      case DType::Float32:                                                                         \
+        fisher_cols(reinterpret_cast<const float*>(grads), batch, numel, state, begin, end, a, b); \
+        break;                                                                                     \
+      case DType::Float64:                                                                         \
+        fisher_cols(reinterpret_cast<const double*>(grads), batch, numel, state, begin, end, a, b); \
+        break;                                                                                     \
+      case DType::BFloat16:                                                                        \
+        fisher_cols(reinterpret_cast<const bfloat16*>(grads), batch, numel, state, begin, end, a, b); \
+        break;                                                                                     \
+      case DType::Float16:                                                                         \
+        fisher_cols(reinterpret_cast<const float16*>(grads), batch, numel, state, begin, end, a, b); \
+        break;                                                                                     \
+    }                                                                                              \
   }
 FP_FISHER_BLOCK(float, fisher_block_f32)
 FP_FISHER_BLOCK(double, fisher_block_f64)
