@@ -35,4 +35,9 @@ KINDS: list[EstimatorKind] = [
         make=lambda p, beta, damping: fp.fisher.Dense(p, beta=beta, damping=damping),
         expected=lambda updates, beta: reference.empirical_fisher(updates, beta),
     ),
+    EstimatorKind(
+        name="diag",
+        make=lambda p, beta, damping: fp.fisher.Diag(p, beta=beta, damping=damping),
+        expected=lambda updates, beta: reference.diag_of(reference.empirical_fisher(updates, beta)),
+    ),
 ]

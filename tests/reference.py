@@ -165,3 +165,42 @@ def greedy_a_optimal(
         chosen.append(best)
         gram += torch.outer(x[best], x[best])
     return chosen
+def diag_step(
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    *,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    step: float,
+    power: float = 0.5,
+    bias_correction: bool = True,
+    maximize: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One decoupled-decay Adam step (THEORY.md §5, diag) in float64, from the
+    given (possibly rounded) inputs: returns (param, exp_avg, exp_avg_sq)."""
+    p, g, m, v = (t.to(torch.float64) for t in (param, grad, exp_avg, exp_avg_sq))
+    g = -g if maximize else g
+    m = beta1 * m + (1 - beta1) * g
+    v = beta2 * v + (1 - beta2) * g * g
+    c1 = 1 - beta1**step if bias_correction else 1.0
+    c2 = 1 - beta2**step if bias_correction else 1.0
+    p = p * (1 - lr * weight_decay) - lr * (m / c1) / ((v / c2) ** power + eps)
+    return p, m, v
+
+
+def diag_fisher(
+    state: torch.Tensor, grads: torch.Tensor, old_weight: float, new_weight: float
+) -> torch.Tensor:
+    """old_weight · state + new_weight · Σ_i g_i ⊙ g_i over the rows of `grads`."""
+    g = grads.to(torch.float64).reshape(-1, state.shape[0])
+    return old_weight * state.to(torch.float64) + new_weight * g.square().sum(0)
+
+
+def diag_of(matrix: torch.Tensor) -> torch.Tensor:
+    """The diagonal part of a square matrix, as a matrix."""
+    return torch.diag(torch.diagonal(matrix))

@@ -4,5 +4,6 @@
 
 from fisherprec.optim import registry
 from fisherprec.optim._base import FisherOptimizer
+from fisherprec.optim.diag import DiagFisher
 
-__all__ = ["FisherOptimizer", "registry"]
+__all__ = ["DiagFisher", "FisherOptimizer", "registry"]

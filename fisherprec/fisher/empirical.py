@@ -1,0 +1,76 @@
+"""``empirical``: build a Fisher estimator of a given structure from a batch's
+per-sample gradients, F = (1/B) Σ_i g_i g_iᵀ restricted to that structure."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from fisherprec.fisher._base import FisherEstimator
+from fisherprec.fisher.per_sample import per_sample_grads
+
+__all__ = ["KINDS", "empirical", "estimator_class"]
+
+# Structure name → estimator class name in fisherprec.fisher. A variant joins
+# by adding its line; a name whose class is not built yet gets a clear error.
+KINDS: dict[str, str] = {
+    "full": "Dense",
+    "dense": "Dense",
+    "diag": "Diag",
+    "block": "Block",
+    "lowrank": "LowRank",
+}
+
+
+def estimator_class(kind: str) -> type[FisherEstimator]:
+    """The estimator class of a structure name (see ``KINDS``)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown Fisher kind {kind!r}; available: {', '.join(KINDS)}")
+    fisher = importlib.import_module("fisherprec.fisher")
+    cls = getattr(fisher, KINDS[kind], None)
+    if cls is None:
+        raise ValueError(
+            f"Fisher kind {kind!r} ({KINDS[kind]}) is not available in this version of fisherprec"
+        )
+    return cls
+
+
+def empirical(
+    model: torch.nn.Module,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    kind: str = "diag",
+    *,
+    chunk_size: int | None = None,
+    **kwargs: Any,
+) -> FisherEstimator:
+    """The empirical Fisher of `model` on one batch, as an estimator of `kind`.
+
+    Computes the (B, P) per-sample gradients (``per_sample_grads``, parameters
+    in ``named_parameters()`` order) and feeds them to ``estimator_class(kind)(P,
+    device=..., **kwargs)`` as one update: with the default ``beta=None`` the
+    result is F = (1/B) Σ_i g_i g_iᵀ restricted to the structure.
+
+    Args:
+        kind: ``"full"`` (``Dense``), ``"diag"`` (``Diag``), ``"block"``,
+            ``"lowrank"``.
+        chunk_size: vmap over at most this many samples at once.
+        **kwargs: the estimator's options (``damping``, ``beta``, ``block_size``, …).
+
+    Example:
+        >>> import torch, fisherprec as fp
+        >>> model = torch.nn.Linear(3, 1)
+        >>> F = fp.fisher.empirical(model, torch.nn.functional.mse_loss,
+        ...                         torch.randn(16, 3), torch.randn(16, 1), kind="diag")
+        >>> F.num_params, F.num_observations
+        (4, 16)
+    """
+    cls = estimator_class(kind)
+    grads = per_sample_grads(model, loss_fn, inputs, targets, chunk_size=chunk_size)
+    assert isinstance(grads, torch.Tensor)
+    estimator = cls(grads.shape[1], device=grads.device, **kwargs)
+    return estimator.update(grads)

@@ -1,0 +1,356 @@
+"""DiagFisher: θ ← θ − α F^{-power} g with the diagonal EMA Fisher (THEORY.md §4–5).
+
+With its defaults it is AdamW (same state layout, same trajectory to float32
+rounding); with ``betas=(0, β2), bias_correction=False`` it is RMSprop's
+update rule. One fused native call per (device, dtype, step) bucket.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from fisherprec import ops
+from fisherprec.optim._base import (
+    FisherOptimizer,
+    check_betas,
+    check_lr,
+    check_nonfinite_policy,
+    check_nonnegative,
+)
+from fisherprec.optim.registry import OptimizerEntry, register
+
+__all__ = ["DiagFisher"]
+
+_LOW_PRECISION = (torch.bfloat16, torch.float16)
+_MOMENTS = ("exp_avg", "exp_avg_sq")
+
+
+def _check_power(power: float) -> None:
+    if not (math.isfinite(power) and power > 0.0):
+        raise ValueError(f"Invalid power value: {power}")
+
+
+def _state_dtype(param: torch.Tensor) -> torch.dtype:
+    """Moments are float32 for float32/bfloat16/float16 parameters (float64 stays float64)."""
+    return torch.float32 if param.dtype in ops.DIAG_PARAM_DTYPES else param.dtype
+
+
+class DiagFisher(FisherOptimizer):
+    r"""Diagonal empirical-Fisher preconditioning: Adam/AdamW/RMSprop in one
+    fused native step.
+
+    .. math::
+       \begin{aligned}
+       &\textbf{input}: \gamma \text{ (lr)},\ \beta_1, \beta_2 \text{ (betas)},\
+           \epsilon \text{ (eps)},\ \lambda \text{ (weight decay)},\ p \text{ (power)},\
+           \theta_0,\ f(\theta) \text{ (objective)} \\
+       &\textbf{initialize}: m_0 \leftarrow 0,\ v_0 \leftarrow 0 \\
+       &\textbf{for}\ t = 1, 2, \ldots\ \textbf{do} \\
+       &\quad g_t \leftarrow \pm\nabla_\theta f_t(\theta_{t-1})
+           \quad (- \text{ if maximize}) \\
+       &\quad \theta_t \leftarrow \theta_{t-1} (1 - \gamma\lambda) \\
+       &\quad m_t \leftarrow \beta_1 m_{t-1} + (1 - \beta_1) g_t \\
+       &\quad v_t \leftarrow \beta_2 v_{t-1} + (1 - \beta_2) g_t^2
+           \quad (\text{diagonal EMA Fisher}) \\
+       &\quad c_1 \leftarrow 1 - \beta_1^t,\ c_2 \leftarrow 1 - \beta_2^t
+           \quad (c_1 = c_2 = 1 \text{ without bias correction}) \\
+       &\quad \theta_t \leftarrow \theta_t - \frac{\gamma}{c_1}
+           \, m_t \big/ \big( v_t^{\,p} / c_2^{\,p} + \epsilon \big) \\
+       &\textbf{return}\ \theta_t
+       \end{aligned}
+
+    ``power=0.5`` is the F^{-1/2} flow of THEORY.md §4 (Adam); ``power=1``
+    gives a diagonal natural-gradient step. ε is added *outside* the root, as
+    in Adam.
+
+    Equivalences (tested):
+
+    - defaults, any ``weight_decay``: ``torch.optim.AdamW`` (decoupled decay),
+      to float32 rounding; the state (``"step"`` as a 0-dim float32 tensor,
+      ``"exp_avg"``, ``"exp_avg_sq"``) has AdamW's layout, so checkpoints load
+      in either direction.
+    - ``betas=(0, β2), bias_correction=False``: ``torch.optim.RMSprop`` with
+      ``alpha=β2`` (and no momentum/centering/weight decay): θ ← θ − γ g /
+      (√v + ε). RMSprop also puts ε outside the square root, so the rules are
+      identical; with β1 = 0 the momentum buffer equals g exactly.
+
+    Precision: float32, bfloat16 and float16 parameters run in the fused
+    native kernel with float32 moments (more precise than torch's
+    low-precision states; a torch checkpoint's bfloat16 moments are widened on
+    load). float64 parameters, other devices, and non-contiguous parameters or
+    gradients take a plain-torch path with the same operation order.
+
+    Non-finite gradients (``nonfinite``): ``"propagate"`` (default, as
+    torch.optim: NaN/Inf flow into the moments and parameters, no extra
+    cost); ``"raise"`` (``FloatingPointError`` before anything changes);
+    ``"skip"`` (the group's step is skipped entirely, ``skipped_steps``
+    counts it — the policy of AMP's GradScaler).
+
+    Args:
+        params: parameters or param groups.
+        lr: learning rate γ (a float, or a 1-element tensor read each step).
+        betas: (β1, β2), each in [0, 1).
+        eps: ε ≥ 0, added to the root of the second moment.
+        weight_decay: decoupled weight decay λ ≥ 0 (θ ← θ(1 − γλ)).
+        bias_correction: divide the moments by 1 − β^t (Adam) or not (RMSprop).
+        power: p > 0, the exponent of the preconditioner F^{-p}.
+        maximize: ascend the objective.
+        nonfinite: ``"propagate"``, ``"raise"`` or ``"skip"``.
+
+    Example:
+        >>> import torch, fisherprec as fp
+        >>> model = torch.nn.Linear(4, 1)
+        >>> opt = fp.optim.DiagFisher(model.parameters(), lr=1e-2, weight_decay=0.01)
+        >>> loss = model(torch.randn(8, 4)).square().mean()
+        >>> loss.backward()
+        >>> opt.step()
+        >>> sorted(opt.state[model.weight])
+        ['exp_avg', 'exp_avg_sq', 'step']
+
+    Sources: Kingma & Ba, "Adam" (2015); Loshchilov & Hutter, "Decoupled
+    Weight Decay Regularization" (2019); Guo & Schölkopf, "Physics of
+    Learning" (2025), §3.3.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float | torch.Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        bias_correction: bool = True,
+        power: float = 0.5,
+        *,
+        maximize: bool = False,
+        nonfinite: str = "propagate",
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "betas": tuple(betas),
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "bias_correction": bool(bias_correction),
+            "power": power,
+            "maximize": maximize,
+            "nonfinite": nonfinite,
+        }
+        self._check_group(defaults)
+        super().__init__(params, defaults)
+        self._step_views: dict[int, tuple[list[torch.Tensor], torch.Tensor]] = {}
+
+    @staticmethod
+    def _check_group(group: dict[str, Any]) -> None:
+        check_lr(group["lr"])
+        check_betas(group["betas"])
+        check_nonnegative("epsilon", group["eps"])
+        check_nonnegative("weight_decay", group["weight_decay"])
+        _check_power(group["power"])
+        check_nonfinite_policy(group["nonfinite"])
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        self._check_group(group)
+        # Two entries sharing memory would be updated twice, concurrently.
+        ops.check_no_overlap({"params": [p for p in group["params"] if p.numel()]})
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.__dict__.setdefault("_step_views", {})
+        for group in self.param_groups:
+            group.setdefault("bias_correction", True)
+            group.setdefault("power", 0.5)
+            # A torch.optim.Adam/AdamW checkpoint: reject what we cannot follow.
+            if group.get("amsgrad", False):
+                raise ValueError("DiagFisher cannot resume an AMSGrad checkpoint (amsgrad=True)")
+            if group.get("decoupled_weight_decay") is False and group["weight_decay"] != 0:
+                raise ValueError(
+                    "DiagFisher uses decoupled weight decay (AdamW); this checkpoint is from "
+                    "torch.optim.Adam with L2 weight_decay="
+                    f"{group['weight_decay']}: load it into torch.optim.Adam instead"
+                )
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        # torch casts loaded state to each parameter's dtype: take the saved
+        # moments again, so that float32 moments of bfloat16/float16
+        # parameters survive a checkpoint exactly.
+        saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        params = [p for g in self.param_groups for p in g["params"]]
+        for param_id, param in zip(saved_ids, params, strict=True):
+            saved = state_dict["state"].get(param_id, {})
+            for key in _MOMENTS:
+                value = saved.get(key)
+                if isinstance(value, torch.Tensor) and param in self.state:
+                    self.state[param][key] = value
+        # Validate loaded state once here, so that each step can trust it.
+        for index, (param, state) in enumerate(self.state.items()):
+            if not state:
+                continue
+            missing = sorted({*_MOMENTS, "step"} - set(state))
+            if missing:
+                raise ValueError(f"state of parameter {index} lacks {missing}")
+            step = state["step"]
+            if not isinstance(step, torch.Tensor):  # checkpoints with a Python number
+                state["step"] = torch.tensor(float(step), dtype=torch.float32)
+            for key in _MOMENTS:
+                value = state[key]
+                if not isinstance(value, torch.Tensor) or value.shape != param.shape:
+                    shape = tuple(value.shape) if isinstance(value, torch.Tensor) else value
+                    raise ValueError(
+                        f"state[{key!r}] of parameter {index} has shape {shape}, "
+                        f"expected {tuple(param.shape)} (a checkpoint of another model?)"
+                    )
+                state[key] = value.to(
+                    dtype=_state_dtype(param),
+                    device=param.device,
+                    memory_format=torch.contiguous_format,
+                )
+
+    def _init_state(self, param: torch.Tensor, state: dict[str, Any]) -> None:
+        # AdamW's layout; "step" is a CPU float32 scalar (as non-fused torch).
+        state["step"] = torch.tensor(0.0, dtype=torch.float32)
+        for key in _MOMENTS:
+            state[key] = torch.zeros_like(
+                param, dtype=_state_dtype(param), memory_format=torch.contiguous_format
+            )
+
+    def _step_group(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        lr = group["lr"]
+        lr = float(lr) if isinstance(lr, torch.Tensor) else lr
+        beta1, beta2 = group["betas"]
+        hyper = {
+            "lr": lr,
+            "beta1": beta1,
+            "beta2": beta2,
+            "eps": group["eps"],
+            "weight_decay": group["weight_decay"],
+            "power": group["power"],
+            "bias_correction": group["bias_correction"],
+            "maximize": group["maximize"],
+        }
+        native: dict[tuple[torch.device, torch.dtype], list[int]] = defaultdict(list)
+        fallback: list[int] = []
+        steps: list[torch.Tensor] = []
+        moments: list[tuple[torch.Tensor, torch.Tensor]] = []
+        all_state = self.state
+        for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+            state = all_state[p]
+            if not state:
+                self._init_state(p, state)
+            m, v = state["exp_avg"], state["exp_avg_sq"]
+            steps.append(state["step"])
+            moments.append((m, v))
+            # State was validated when created or loaded (load_state_dict);
+            # numel guards against a parameter whose .data was swapped since.
+            if (
+                p.dtype in ops.DIAG_PARAM_DTYPES
+                and p.is_contiguous()
+                and g.is_contiguous()
+                and m.numel() == p.numel()
+                and p.device.type in ("cpu", "cuda")
+            ):
+                native[(p.device, p.dtype)].append(i)
+            else:
+                fallback.append(i)
+        step_values = self._increment_steps(group, params, steps)
+
+        for (device, _), idx in native.items():
+            ops.check_device(f"parameter of shape {tuple(params[idx[0]].shape)}", device)
+            by_step: dict[float, list[int]] = defaultdict(list)
+            for i in idx:  # normally one step count for the whole bucket
+                by_step[step_values[i]].append(i)
+            for step, sub in by_step.items():
+                ops.diag_step_unchecked_(
+                    [params[i] for i in sub],
+                    [grads[i] for i in sub],
+                    [moments[i][0] for i in sub],
+                    [moments[i][1] for i in sub],
+                    step=step,
+                    **hyper,
+                )
+        for i in fallback:
+            self._step_reference(params[i], grads[i], *moments[i], step_values[i], **hyper)
+
+    def _increment_steps(
+        self, group: dict[str, Any], params: list[torch.Tensor], steps: list[torch.Tensor]
+    ) -> list[float]:
+        """step += 1 for every parameter of the step; returns the new counts.
+
+        The "step" tensors of a group are 0-dim views of one float32 vector, so
+        the increment is one op instead of one per tensor (torch's
+        ``_foreach_add_`` over 200 CPU scalars costs as much as the fused step
+        over 200×5k elements). Each is still an ordinary 0-dim float32 tensor
+        in the state (checkpoints keep AdamW's layout); when the views no longer
+        match (first step, a parameter without gradient, a loaded checkpoint)
+        they are rebuilt.
+        """
+        cached = self._step_views.get(id(group))
+        if cached is not None:
+            views, base = cached
+            if len(views) == len(steps) and all(a is b for a, b in zip(views, steps, strict=True)):
+                base.add_(1.0)
+                return base.tolist()
+        base = torch.stack([s.to(dtype=torch.float32, device="cpu") for s in steps]).add_(1.0)
+        views = list(base.unbind())
+        for p, view in zip(params, views, strict=True):
+            self.state[p]["step"] = view
+        self._step_views[id(group)] = (views, base)
+        return base.tolist()
+
+    @staticmethod
+    def _step_reference(
+        param: torch.Tensor,
+        grad: torch.Tensor,
+        exp_avg: torch.Tensor,
+        exp_avg_sq: torch.Tensor,
+        step: float,
+        *,
+        lr: float,
+        beta1: float,
+        beta2: float,
+        eps: float,
+        weight_decay: float,
+        power: float,
+        bias_correction: bool,
+        maximize: bool,
+    ) -> None:
+        """The same step in plain torch ops (float64, other devices, strided tensors)."""
+        if exp_avg.shape != param.shape:
+            raise RuntimeError(
+                f"DiagFisher state has shape {tuple(exp_avg.shape)} but its parameter has "
+                f"{tuple(param.shape)}; was the parameter's .data replaced?"
+            )
+        work = param if param.dtype == exp_avg.dtype else param.to(exp_avg.dtype)
+        g = grad.to(exp_avg.dtype)
+        if maximize:
+            g = -g
+        c1 = 1.0 - beta1**step if bias_correction else 1.0
+        c2 = 1.0 - beta2**step if bias_correction else 1.0
+        work.mul_(1.0 - lr * weight_decay)
+        exp_avg.lerp_(g, 1.0 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
+        root = exp_avg_sq.sqrt() if power == 0.5 else exp_avg_sq.pow(power)
+        denom = root.div_(c2**power).add_(eps)
+        work.addcdiv_(exp_avg, denom, value=-lr / c1)
+        if work is not param:
+            param.copy_(work)
+
+
+register(
+    OptimizerEntry(
+        "diag",
+        DiagFisher,
+        {"lr": 1e-3},
+        fisher="diag",
+        description="diagonal EMA Fisher, F^{-1/2} (AdamW/RMSprop) in one fused native step",
+    )
+)
