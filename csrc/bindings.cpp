@@ -129,6 +129,8 @@ PYBIND11_MODULE(_C, m) {
       py::arg("pool"), py::arg("n"), py::arg("p"), py::arg("dtype"), py::arg("b"), py::arg("c"),
       py::arg("beta"), py::arg("gamma"), py::arg("eta"), py::arg("s"), py::arg("t"), py::arg("mask"),
       py::arg("out"), py::arg("workspace"), py::arg("stream"), nogil);
+#endif
+
   // ---- diag ----
   m.def("diag_step_cpu", &fisherprec::cpu::diag_step, py::arg("params"), py::arg("grads"),
         py::arg("exp_avgs"), py::arg("exp_avg_sqs"), py::arg("numels"), py::arg("dtype"), py::arg("lr"),
