@@ -131,7 +131,7 @@ def _mean_and_stderr(per_stream: torch.Tensor) -> torch.Tensor | Curve:
     if n == 0:
         raise ValueError("nll holds no streams (N = 0)")
     mean = per_stream.mean(dim=0)
-    if n == 1:
+    if n == 1 or mean.numel() == 0:
         return Curve(mean, torch.full_like(mean, math.nan))
     return Curve(mean, per_stream.std(dim=0, correction=1) / math.sqrt(n))
 
@@ -662,7 +662,7 @@ def _log_bins(T: int, per_decade: int = 12) -> list[tuple[int, int]]:
 def plot_kinematics(
     curves: dict[str, torch.Tensor | Curve],
     *,
-    floor: float | None = None,
+    floor: float | torch.Tensor | Curve | None = None,
     floor_label: str = "entropy floor",
     title: str | None = None,
     path: str | None = None,
@@ -679,7 +679,9 @@ def plot_kinematics(
     Args:
         curves: label → (T,) velocity or :class:`Curve` (e.g. from
             :func:`in_context_curve`).
-        floor: an optional horizontal line (e.g. the data's entropy).
+        floor: an optional reference drawn dashed in the velocity panel: a
+            number (horizontal line, e.g. the data's entropy) or a per-position
+            curve (e.g. the exact entropy floor of each position).
         path: save the figure there (PNG, …) when given.
 
     Returns:
@@ -726,8 +728,14 @@ def plot_kinematics(
                     centers.numpy(), (slope - 2 * slope_se).numpy(),
                     (slope + 2 * slope_se).numpy(), color=line.get_color(), alpha=0.2, lw=0,
                 )  # fmt: skip
-    if floor is not None:
-        ax_v.axhline(floor, color="black", ls="--", lw=1.0, label=floor_label)
+    if isinstance(floor, Curve):
+        floor = floor.mean
+    if isinstance(floor, torch.Tensor) and floor.dim() == 1:
+        t = torch.arange(1, floor.numel() + 1)
+        ax_v.plot(t.numpy(), floor.double().numpy(), color="black", ls="--", lw=1.0,
+                  label=floor_label)  # fmt: skip
+    elif floor is not None:
+        ax_v.axhline(float(floor), color="black", ls="--", lw=1.0, label=floor_label)
     ax_a.axhline(0.0, color="black", lw=0.8)
     ax_v.set_xscale("log")
     ax_a.set_xscale("log")
