@@ -647,7 +647,7 @@ def learning_velocity(errors: torch.Tensor | Sequence[float] | Curve) -> torch.T
 
 
 # ------------------------------------------------------------------- plots
-def _log_bins(T: int, per_decade: int = 12) -> list[tuple[int, int]]:
+def _log_bins(T: int, per_decade: int = 5) -> list[tuple[int, int]]:
     """Geometric bins [s, e) covering 0..T-1 (for smoothing a(t) on a log axis)."""
     edges = sorted(
         {0, T - 1}
@@ -700,6 +700,7 @@ def plot_kinematics(
         raise ValueError("curves is empty: pass at least one label → curve")
     fig = Figure(figsize=(10, 3.8), layout="constrained")
     ax_v, ax_a = fig.subplots(1, 2)
+    all_slopes: list[float] = []
     for label, curve in curves.items():
         if isinstance(curve, Curve):
             mean = curve.mean.double()
@@ -721,6 +722,7 @@ def plot_kinematics(
             slope_se = torch.tensor(
                 [math.sqrt(float(se[e] ** 2 + se[s] ** 2)) / (e - s) for s, e in bins]
             )
+            all_slopes += slope.abs().tolist()
             ax_a.plot(centers.numpy(), slope.numpy(), marker=".", color=line.get_color(),
                       label=label, lw=1.2)  # fmt: skip
             if bool((slope_se > 0).any()):
@@ -739,7 +741,10 @@ def plot_kinematics(
     ax_a.axhline(0.0, color="black", lw=0.8)
     ax_v.set_xscale("log")
     ax_a.set_xscale("log")
-    ax_a.set_yscale("symlog", linthresh=1e-4)
+    # Linear near 0, logarithmic beyond: accelerations span decades as v flattens.
+    nonzero = sorted(x for x in all_slopes if x > 0)
+    linthresh = max(1e-8, 0.5 * nonzero[len(nonzero) // 4]) if nonzero else 1e-4
+    ax_a.set_yscale("symlog", linthresh=linthresh)
     ax_v.set_xlabel("position t (tokens of context)")
     ax_a.set_xlabel("position t")
     ax_v.set_ylabel("velocity v(t) = E[−log p(x_t | x_<t)]  (nats)")
