@@ -363,8 +363,8 @@ def _stdlib_part(
     from fisherprec.tasks.stdlib_text import VOCAB_SIZE, load_stdlib_corpus, random_windows
 
     context = 128
-    steps = max(20, round(1000 * scale))
-    num_eval = max(128, round(1024 * scale))
+    steps = max(10, round(1000 * scale))
+    num_eval = max(64, round(1024 * scale))
     # Fewer training bytes at small scales: reading and hashing files is not free.
     corpus = load_stdlib_corpus(max_bytes=max(200_000, round(2_000_000 * min(1.0, scale))))
     torch.manual_seed(seed)

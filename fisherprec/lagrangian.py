@@ -182,7 +182,7 @@ class Recorder:
         params: the parameters whose gradients form g (order = flat order).
         fisher: an estimator (used as is), a structure name (see
             :data:`STRUCTURES`), or None for the default: ``"full"`` when
-            P ≤ 2000, else ``"diag"``.
+            P ≤ 512 (an O(P³) eigendecomposition per step), else ``"diag"``.
         beta: EMA factor for a named structure (None: running mean over steps).
             The default 0.99 tracks F along the trajectory, as Adam/RMSprop do.
         damping: λ for a named structure.
@@ -218,7 +218,7 @@ class Recorder:
             raise ValueError("params is empty")
         num_params = sum(p.numel() for p in self.params)
         if fisher is None:
-            fisher = "full" if num_params <= 2000 else "diag"
+            fisher = "full" if num_params <= 512 else "diag"
         if isinstance(fisher, str):
             fisher = make_estimator(
                 fisher, num_params, beta=beta, damping=damping, device=self.params[0].device
@@ -300,7 +300,7 @@ def stationarity_ratio(
         fisher: ``"full"`` (the exact empirical Fisher, O(P²) memory), another
             structure name (``"diag"``, ``"block"``, ``"lowrank"``), or an
             estimator already updated with the per-sample gradients (it is then
-            used as is).
+            used as is, and ``damping`` does not apply).
         exact: True forms H (P×P) and F⁻¹H exactly; False estimates the trace
             with ``num_probes`` Rademacher probes z (tr M ≈ mean zᵀMz, far lower
             variance than Gaussian probes) and Hessian-vector products
@@ -308,7 +308,8 @@ def stationarity_ratio(
         damping: λ in (F + λI)⁻¹ for a named structure; default 1e-10 · tr(F)/P.
             F must be well conditioned (B ≫ P) for the ratio to mean anything.
         generator: for the probes.
-        chunk_size: bounds the vmap over samples/probes (memory).
+        chunk_size: bounds the vmap over samples and over Hessian-vector
+            products (memory; default: all samples at once, 32 HVPs at once).
 
     Example:
         >>> import torch, fisherprec as fp
@@ -366,15 +367,17 @@ def stationarity_ratio(
     def hvp(v: torch.Tensor) -> torch.Tensor:
         return jvp(grad(mean_loss), (theta,), (v,))[1]
 
+    # Each HVP holds a forward/backward over the whole batch: bound how many run at once.
+    hvp_chunk = chunk_size if chunk_size is not None else 32
     if exact:
         # H = [H e_1, …, H e_P]: P HVPs at once, no second-order autograd graph kept.
-        H = vmap(hvp, chunk_size=chunk_size)(torch.eye(P, dtype=theta.dtype, device=theta.device))
+        H = vmap(hvp, chunk_size=hvp_chunk)(torch.eye(P, dtype=theta.dtype, device=theta.device))
         H = 0.5 * (H + H.T)
         # Rows of H F⁻¹ (F⁻¹ symmetric, H symmetric): tr(H F⁻¹) = tr(F⁻¹ H).
         solved = estimator.inv_root_mv(H.to(torch.float64), power=1.0)
         return float(solved.diagonal().sum()) / P
     probes = torch.randint(0, 2, (num_probes, P), generator=generator, dtype=torch.int64)
     probes = (2 * probes - 1).to(dtype=theta.dtype, device=theta.device)
-    Hz = vmap(hvp, chunk_size=chunk_size)(probes)
+    Hz = vmap(hvp, chunk_size=hvp_chunk)(probes)
     solved = estimator.inv_root_mv(Hz.to(torch.float64), power=1.0)
     return float((solved * probes.to(torch.float64)).sum(1).mean()) / P

@@ -13,7 +13,7 @@ import torch
 from fisherprec import figure1
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def one_thread():
     # Tiny models on a shared machine: one thread avoids oversubscription stalls.
     threads = torch.get_num_threads()
@@ -67,7 +67,7 @@ def test_bayes_curve_decelerates_to_the_entropy_floor() -> None:
     assert float(gap[-20:].mean()) < 0.2 * float(gap[:5].mean())  # ... and closing in
 
 
-def test_reproduce_figure1_markov_scaled_down(tmp_path, one_thread) -> None:
+def test_reproduce_figure1_markov_scaled_down(tmp_path) -> None:
     pytest.importorskip("matplotlib")
     lines: list[str] = []
     result = figure1.reproduce_figure1(
@@ -93,7 +93,7 @@ def test_reproduce_figure1_markov_scaled_down(tmp_path, one_thread) -> None:
     assert len(markov["model"]["mean"]) == markov["config"]["context"]
 
 
-def test_reproduce_figure1_stdlib_runs(tmp_path, one_thread) -> None:
+def test_reproduce_figure1_stdlib_runs(tmp_path) -> None:
     result = figure1.reproduce_figure1(
         tmp_path, scale=0.005, parts=("stdlib",), plot=False, log=None
     )

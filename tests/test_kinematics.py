@@ -15,6 +15,15 @@ from fisherprec.kinematics import Curve
 kin = fp.kinematics
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny tensors: threads only add synchronisation, which stalls badly on a loaded machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _nll(generator: torch.Generator, shape: tuple[int, ...]) -> torch.Tensor:
     return torch.rand(shape, generator=generator, dtype=torch.float64) * 3
 

@@ -12,6 +12,15 @@ import fisherprec as fp
 lag = fp.lagrangian
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny tensors: threads only add synchronisation, which stalls badly on a loaded machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _dense_fisher(generator: torch.Generator, P: int, damping: float = 1e-3):
     G = torch.randn(3 * P, P, generator=generator, dtype=torch.float64)
     F = fp.fisher.Dense(P, damping=damping).update(G)
