@@ -364,7 +364,7 @@ def _stdlib_part(
 
     context = 128
     steps = max(10, round(1000 * scale))
-    num_eval = max(64, round(1024 * scale))
+    num_eval = max(64, round(4096 * scale))  # bytes are noisy: many windows
     # Fewer training bytes at small scales: reading and hashing files is not free.
     corpus = load_stdlib_corpus(max_bytes=max(200_000, round(2_000_000 * min(1.0, scale))))
     torch.manual_seed(seed)

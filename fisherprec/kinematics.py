@@ -292,9 +292,10 @@ def in_context_curve(
     if progress is None:
         progress = num_batches >= 20 and sys.stderr.isatty()
     bar = _ProgressBar(num_batches, bool(progress), "in-context curve")
-    was_training = isinstance(model, torch.nn.Module) and model.training
-    if was_training:
-        model.eval()  # type: ignore[union-attr]
+    module = model if isinstance(model, torch.nn.Module) else None
+    was_training = module is not None and module.training
+    if module is not None and was_training:
+        module.eval()
     rows = []
     try:
         with torch.no_grad():
@@ -312,8 +313,8 @@ def in_context_curve(
                 bar(1)
     finally:
         bar.close()
-        if was_training:
-            model.train()  # type: ignore[union-attr]
+        if module is not None and was_training:
+            module.train()
     nll = torch.cat(rows)
     if return_nll:
         return nll
@@ -458,18 +459,18 @@ def fit_power_law_floor(
     best = (math.inf, math.nan, math.nan, math.nan)
     for alpha in torch.logspace(math.log10(0.02), math.log10(4.0), 120, dtype=torch.float64):
         x = t.pow(-alpha)
-        candidates = []
         # Unconstrained weighted least squares in (floor, A).
-        sw, sx, sxx = w.sum(), (w * x).sum(), (w * x * x).sum()
-        sy, sxy = (w * v).sum(), (w * x * v).sum()
+        sw, sx, sxx = float(w.sum()), float((w * x).sum()), float((w * x * x).sum())
+        sy, sxy = float((w * v).sum()), float((w * x * v).sum())
         det = sw * sxx - sx * sx
+        candidates: list[tuple[float, float]] = []
         if det > 1e-300:
             floor = (sxx * sy - sx * sxy) / det
             amp = (sw * sxy - sx * sy) / det
             if floor >= 0 and amp >= 0:
-                candidates.append((float(floor), float(amp)))
-        candidates.append((0.0, float(max(0.0, sxy / sxx))))  # floor at 0
-        candidates.append((float(max(0.0, sy / sw)), 0.0))  # amplitude at 0
+                candidates.append((floor, amp))
+        candidates.append((0.0, max(0.0, sxy / sxx)))  # floor at 0
+        candidates.append((max(0.0, sy / sw), 0.0))  # amplitude at 0
         for floor, amp in candidates:
             sse = float((w * (v - floor - amp * x) ** 2).sum())
             if sse < best[0]:

@@ -166,7 +166,7 @@ def action(trajectory: Recorder | Sequence[Step] | Sequence[float], dt: float = 
     if not (math.isfinite(dt) and dt > 0):
         raise ValueError(f"Invalid dt value: {dt}")
     steps = trajectory.steps if isinstance(trajectory, Recorder) else list(trajectory)
-    values = [s.lagrangian if isinstance(s, Step) else float(s) for s in steps]
+    values = [s.lagrangian if isinstance(s, Step) else float(s) for s in steps]  # type: ignore[arg-type]
     return math.fsum(values) * dt
 
 
