@@ -745,7 +745,12 @@ def plot_kinematics(
     # Linear near 0, logarithmic beyond: accelerations span decades as v flattens.
     nonzero = sorted(x for x in all_slopes if x > 0)
     linthresh = max(1e-8, 0.5 * nonzero[len(nonzero) // 4]) if nonzero else 1e-4
-    ax_a.set_yscale("symlog", linthresh=linthresh)
+    ax_a.set_yscale("symlog", linthresh=linthresh, linscale=2.0)
+    if nonzero:  # decade ticks clear of the linear band, so labels do not collide at 0
+        low = math.ceil(math.log10(1.5 * linthresh))
+        high = math.floor(math.log10(nonzero[-1]))
+        decades = [10.0**k for k in range(low, max(low, high) + 1)]
+        ax_a.set_yticks([-d for d in reversed(decades)] + [0.0] + decades)
     ax_v.set_xlabel("position t (tokens of context)")
     ax_a.set_xlabel("position t")
     ax_v.set_ylabel("velocity v(t) = E[−log p(x_t | x_<t)]  (nats)")
