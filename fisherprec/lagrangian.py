@@ -84,6 +84,8 @@ def make_estimator(structure: str, num_params: int, **kwargs: Any) -> FisherEsti
             f"fisher={structure!r} needs fisherprec.fisher.{class_name}, which this build of "
             f"fisherprec does not provide (available: {sorted(_fisher.__all__)})"
         )
+    if kwargs.get("device") is not None and torch.device(kwargs["device"]).type == "cpu":
+        kwargs.pop("device")  # the default: works with estimators that take no device argument
     return cls(num_params, **kwargs)
 
 
