@@ -23,8 +23,9 @@ std::vector<BlockRef> make_blocks(const std::vector<int64_t>& numels, int64_t b)
 }
 
 // The per-block bodies carry target_clones so that their inlined inner loops
-// are vectorised for the widest ISA found at run time. No FP contraction
-// happens (ISO C++ mode), so every clone gives the same bits.
+// are vectorised for the widest ISA found at run time. Results are
+// deterministic for a given machine; clones may differ in the last bit
+// (FMA contraction), so two machines may too.
 template <class S>
 __attribute__((target_clones("avx512f", "avx2", "default"))) int32_t root_one(
     const S* F, S* R, int64_t b, int64_t s, double scale, double damping, double power) {
@@ -38,7 +39,8 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) int32_t root_one(
 template <class S, class T>
 __attribute__((target_clones("avx512f", "avx2", "default"))) void outer_one(
     S* F, const T* g, int64_t row_stride, int64_t rows, int64_t b, int64_t s, S w_old, S w_new) {
-  block_outer_ema_rows(F, b, g, row_stride, rows, s, w_old, w_new, 0, s);
+  block_outer_ema_rows(F, b, g, row_stride, rows, s, w_old, w_new, 0, s, /*upper=*/true);
+  block_mirror_upper(F, b, s);
 }
 
 template <class T>

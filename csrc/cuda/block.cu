@@ -24,7 +24,7 @@ __global__ void outer_kernel(S* F, const T* g, int64_t n, int64_t rows, int64_t 
   if (k >= nb) return;
   const int64_t s = block_length(n, b, k);
   if (i >= s) return;
-  block_outer_ema_rows(F + k * b * b, b, g + k * b, n, rows, s, w_old, w_new, i, i + 1);
+  block_outer_ema_rows(F + k * b * b, b, g + k * b, n, rows, s, w_old, w_new, i, i + 1, false);
 }
 
 template <class S>

@@ -2,7 +2,8 @@
 size P, all obeying the contract of :class:`FisherEstimator`."""
 
 from fisherprec.fisher._base import FisherEstimator
+from fisherprec.fisher.block import Block
 from fisherprec.fisher.dense import Dense
 from fisherprec.fisher.per_sample import per_sample_grads
 
-__all__ = ["Dense", "FisherEstimator", "per_sample_grads"]
+__all__ = ["Block", "Dense", "FisherEstimator", "per_sample_grads"]

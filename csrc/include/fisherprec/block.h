@@ -53,21 +53,31 @@ FP_HD double load_as<double, double>(double x) {
 }
 
 // Rows [i_begin, i_end) of one block's EMA of outer products:
-//   F[i][j] ← w_old F[i][j] + w_new Σ_r g_r[i] g_r[j]   for j < s.
-// g_r[i] = g[r·row_stride + i]. The product g_r[i]·g_r[j] is formed before
-// scaling, so F stays exactly symmetric.
+//   F[i][j] ← w_old F[i][j] + w_new Σ_r g_r[i] g_r[j]
+// for j < s, or only for i ≤ j < s when `upper` (the caller then mirrors the
+// upper triangle: exact symmetry whatever FMA contraction a compiler applies
+// to vectorised and remainder loops). g_r[i] = g[r·row_stride + i].
 template <class S, class T>
 FP_HD void block_outer_ema_rows(S* F, int64_t ld, const T* g, int64_t row_stride, int64_t rows,
-                                int64_t s, S w_old, S w_new, int64_t i_begin, int64_t i_end) {
+                                int64_t s, S w_old, S w_new, int64_t i_begin, int64_t i_end,
+                                bool upper) {
   for (int64_t i = i_begin; i < i_end; ++i) {
     S* Fi = F + i * ld;
-    for (int64_t j = 0; j < s; ++j) Fi[j] *= w_old;
+    const int64_t j0 = upper ? i : 0;
+    for (int64_t j = j0; j < s; ++j) Fi[j] *= w_old;
     for (int64_t r = 0; r < rows; ++r) {
       const T* gr = g + r * row_stride;
       const S gi = load_as<S>(gr[i]);
-      for (int64_t j = 0; j < s; ++j) Fi[j] += w_new * (gi * load_as<S>(gr[j]));
+      for (int64_t j = j0; j < s; ++j) Fi[j] += w_new * (gi * load_as<S>(gr[j]));
     }
   }
+}
+
+// F[j][i] = F[i][j] for i < j < s.
+template <class S>
+FP_HD void block_mirror_upper(S* F, int64_t ld, int64_t s) {
+  for (int64_t i = 0; i < s; ++i)
+    for (int64_t j = i + 1; j < s; ++j) F[j * ld + i] = F[i * ld + j];
 }
 
 // ----------------------------------------------------------- eigensolver
