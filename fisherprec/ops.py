@@ -401,7 +401,7 @@ if CUDA_BUILT:
         states, roots, status, numels, block_size, scale, damping, power
     ) -> None:
         device = states[0].device
-        per_block = block_size * block_size + 3 * block_size  # block_root_workspace(b)
+        per_block = block_size * block_size + 6 * block_size  # block_root_workspace(b)
         most = max(block_shape(n, block_size)[0] for n in numels)
         blocks = max(1, min(most, (256 << 20) // (8 * per_block)))  # ≤ 256 MiB of float64
         work = torch.empty(blocks * per_block, dtype=torch.float64, device=device)

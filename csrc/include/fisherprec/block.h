@@ -24,6 +24,15 @@
 #include "fisherprec/common.h"
 #include "fisherprec/diag.h"
 
+// The CPU backend calls these from functions compiled once per ISA
+// (target_clones); a callee that is not inlined would be compiled for the
+// baseline ISA only, so on the host every function here is forced inline.
+#if defined(__CUDACC__)
+#define FP_BLOCK_HD FP_HD
+#else
+#define FP_BLOCK_HD inline __attribute__((always_inline))
+#endif
+
 namespace fisherprec {
 
 // Per-block outcome of an inverse root; anything but kRootOk means the
@@ -58,7 +67,7 @@ FP_HD double load_as<double, double>(double x) {
 // upper triangle: exact symmetry whatever FMA contraction a compiler applies
 // to vectorised and remainder loops). g_r[i] = g[r·row_stride + i].
 template <class S, class T>
-FP_HD void block_outer_ema_rows(S* F, int64_t ld, const T* g, int64_t row_stride, int64_t rows,
+FP_BLOCK_HD void block_outer_ema_rows(S* F, int64_t ld, const T* g, int64_t row_stride, int64_t rows,
                                 int64_t s, S w_old, S w_new, int64_t i_begin, int64_t i_end,
                                 bool upper) {
   for (int64_t i = i_begin; i < i_end; ++i) {
@@ -75,7 +84,7 @@ FP_HD void block_outer_ema_rows(S* F, int64_t ld, const T* g, int64_t row_stride
 
 // F[j][i] = F[i][j] for i < j < s.
 template <class S>
-FP_HD void block_mirror_upper(S* F, int64_t ld, int64_t s) {
+FP_BLOCK_HD void block_mirror_upper(S* F, int64_t ld, int64_t s) {
   for (int64_t i = 0; i < s; ++i)
     for (int64_t j = i + 1; j < s; ++j) F[j * ld + i] = F[i * ld + j];
 }
@@ -83,7 +92,7 @@ FP_HD void block_mirror_upper(S* F, int64_t ld, int64_t s) {
 // ----------------------------------------------------------- eigensolver
 // Σ_k x[k]·y[k] with four interleaved partial sums: a fixed summation order
 // (so results do not depend on the ISA) that compilers still vectorise.
-FP_HD double block_dot(const double* x, const double* y, int64_t n) {
+FP_BLOCK_HD double block_dot(const double* x, const double* y, int64_t n) {
   double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
   int64_t k = 0;
   for (; k + 4 <= n; k += 4) {
@@ -100,7 +109,7 @@ FP_HD double block_dot(const double* x, const double* y, int64_t n) {
 // V(r, c) = V[c·n + r]; for the symmetric input the layout does not matter).
 // On return column c of V is an eigenvector with eigenvalue d[c]; e is
 // workspace. Returns false if the QL iteration did not converge.
-FP_HD void tridiagonalize(double* V, double* d, double* e, int64_t n) {
+FP_BLOCK_HD void tridiagonalize(double* V, double* d, double* e, int64_t n) {
 #define FP_V(r, c) V[(c) * n + (r)]
   for (int64_t j = 0; j < n; ++j) d[j] = FP_V(n - 1, j);
   for (int64_t i = n - 1; i > 0; --i) {
@@ -171,7 +180,7 @@ FP_HD void tridiagonalize(double* V, double* d, double* e, int64_t n) {
   e[0] = 0.0;
 }
 
-FP_HD bool tridiagonal_ql(double* V, double* d, double* e, int64_t n) {
+FP_BLOCK_HD bool tridiagonal_ql(double* V, double* d, double* e, int64_t n) {
   for (int64_t i = 1; i < n; ++i) e[i - 1] = e[i];
   e[n - 1] = 0.0;
   double f = 0.0, tst1 = 0.0;
@@ -232,18 +241,18 @@ FP_HD bool tridiagonal_ql(double* V, double* d, double* e, int64_t n) {
 #undef FP_V
 
 // Doubles of workspace one block_inv_root call needs for a block of size s.
-FP_HD int64_t block_root_workspace(int64_t s) { return s * s + 3 * s; }
+FP_HD int64_t block_root_workspace(int64_t s) { return s * s + 6 * s; }
 
 // R = (scale·F + λI)^(-power) for one s×s block (leading dimension ld for F
 // and R), eigenvalues clamped at 0 before damping. `work` holds
 // block_root_workspace(s) doubles. On failure R is filled with NaN.
 template <class S>
-FP_HD int32_t block_inv_root(const S* F, S* R, int64_t ld, int64_t s, double scale, double damping,
+FP_BLOCK_HD int32_t block_inv_root(const S* F, S* R, int64_t ld, int64_t s, double scale, double damping,
                              double power, double* work) {
   double* V = work;
   double* d = V + s * s;
   double* e = d + s;
-  double* row = e + s;
+  double* row = e + s;  // 4·s doubles
   bool finite = true;
   for (int64_t i = 0; i < s; ++i)
     for (int64_t j = 0; j < s; ++j) {
@@ -271,16 +280,35 @@ FP_HD int32_t block_inv_root(const S* F, S* R, int64_t ld, int64_t s, double sca
       for (int64_t j = 0; j < s; ++j) R[i * ld + j] = nan;
     return status;
   }
-  // Row i of Σ_c d_c v_c v_cᵀ, upper part j ≥ i only (axpys over contiguous
-  // v_c), mirrored: R is exactly symmetric.
-  for (int64_t i = 0; i < s; ++i) {
-    for (int64_t j = i; j < s; ++j) row[j] = 0.0;
+  // Rows i..i+3 of Σ_c d_c v_c v_cᵀ at once (each eigenvector read once per
+  // four rows), upper part j ≥ i only, as axpys over contiguous v_c; then
+  // mirrored, so R is exactly symmetric. `row` holds 4·s doubles.
+  for (int64_t i0 = 0; i0 < s; i0 += 4) {
+    const int64_t rows = s - i0 < 4 ? s - i0 : 4;
+    double* r0 = row;
+    double* r1 = row + s;
+    double* r2 = row + 2 * s;
+    double* r3 = row + 3 * s;
+    for (int64_t j = i0; j < s; ++j) r0[j] = r1[j] = r2[j] = r3[j] = 0.0;
     for (int64_t c = 0; c < s; ++c) {
       const double* v = V + c * s;
-      const double a = d[c] * v[i];
-      for (int64_t j = i; j < s; ++j) row[j] += a * v[j];
+      const double a0 = d[c] * v[i0];
+      const double a1 = rows > 1 ? d[c] * v[i0 + 1] : 0.0;
+      const double a2 = rows > 2 ? d[c] * v[i0 + 2] : 0.0;
+      const double a3 = rows > 3 ? d[c] * v[i0 + 3] : 0.0;
+      for (int64_t j = i0; j < s; ++j) {
+        const double vj = v[j];
+        r0[j] += a0 * vj;
+        r1[j] += a1 * vj;
+        r2[j] += a2 * vj;
+        r3[j] += a3 * vj;
+      }
     }
-    for (int64_t j = i; j < s; ++j) R[i * ld + j] = R[j * ld + i] = static_cast<S>(row[j]);
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t i = i0 + r;
+      const double* ri = row + r * s;
+      for (int64_t j = i; j < s; ++j) R[i * ld + j] = R[j * ld + i] = static_cast<S>(ri[j]);
+    }
   }
   return kRootOk;
 }
@@ -318,7 +346,7 @@ FP_HD float block_graft_scale(double adam_sq, double root_sq, bool graft) {
 // The whole step for one block on one thread (CPU). `u` holds s floats.
 // m and v are updated; R is used only when `use_root`.
 template <class T>
-FP_HD void block_step(T* param, const T* grad, float* m, float* v, const float* R, int64_t ld,
+FP_BLOCK_HD void block_step(T* param, const T* grad, float* m, float* v, const float* R, int64_t ld,
                       int64_t s, bool use_root, const BlockStepScalars& sc, float* u) {
   double adam_sq = 0.0;
   for (int64_t i = 0; i < s; ++i) {
