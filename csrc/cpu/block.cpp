@@ -1,5 +1,6 @@
 #include "cpu/block.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "cpu/parallel.h"
@@ -11,16 +12,27 @@ namespace {
 struct BlockRef {
   int64_t tensor;
   int64_t block;  // index within the tensor
-  int64_t flat;   // index over all tensors of the call (status order)
 };
 
-std::vector<BlockRef> make_blocks(const std::vector<int64_t>& numels, int64_t b) {
-  std::vector<BlockRef> blocks;
-  int64_t flat = 0;
-  for (int64_t t = 0; t < static_cast<int64_t>(numels.size()); ++t)
-    for (int64_t k = 0; k < block_count(numels[t], b); ++k) blocks.push_back({t, k, flat++});
-  return blocks;
-}
+// Blocks of all tensors of a call, numbered 0..total-1 in tensor order;
+// first[t] is the number of tensor t's first block. O(#tensors) memory, so
+// a step over millions of small blocks allocates nothing per block.
+class BlockIndex {
+ public:
+  BlockIndex(const std::vector<int64_t>& numels, int64_t b) : first_(numels.size() + 1, 0) {
+    for (size_t t = 0; t < numels.size(); ++t) first_[t + 1] = first_[t] + block_count(numels[t], b);
+  }
+  int64_t total() const { return first_.back(); }
+  BlockRef operator[](int64_t flat) const {
+    // the last tensor whose first block is ≤ flat (empty tensors own no block)
+    const auto it = std::upper_bound(first_.begin(), first_.end(), flat);
+    const int64_t t = static_cast<int64_t>(it - first_.begin()) - 1;
+    return {t, flat - first_[t]};
+  }
+
+ private:
+  std::vector<int64_t> first_;
+};
 
 // The per-block bodies carry target_clones so that their inlined inner loops
 // are vectorised for the widest ISA found at run time. Results are
@@ -56,13 +68,13 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void step_one(
 void block_outer_update(const std::vector<uintptr_t>& states, const std::vector<uintptr_t>& rows,
                         const std::vector<int64_t>& numels, int64_t num_rows, int64_t block_size,
                         double w_old, double w_new, int state_dtype, int row_dtype, int threads) {
-  const auto blocks = make_blocks(numels, block_size);
+  const BlockIndex blocks(numels, block_size);
   const int64_t b = block_size;
   auto run = [&](auto state_tag) {
     using S = decltype(state_tag);
     FP_DISPATCH_FLOATING(row_dtype, [&] {
-      parallel_for(static_cast<int64_t>(blocks.size()), threads, [&](int64_t i) {
-        const BlockRef& r = blocks[i];
+      parallel_for(blocks.total(), threads, [&](int64_t i) {
+        const BlockRef r = blocks[i];
         const int64_t n = numels[r.tensor];
         S* F = reinterpret_cast<S*>(states[r.tensor]) + r.block * b * b;
         const scalar_t* g = reinterpret_cast<const scalar_t*>(rows[r.tensor]) + r.block * b;
@@ -81,14 +93,14 @@ void block_inv_root(const std::vector<uintptr_t>& states, const std::vector<uint
                     const std::vector<uintptr_t>& status, const std::vector<int64_t>& numels,
                     int64_t block_size, double scale, double damping, double power, int state_dtype,
                     int threads) {
-  const auto blocks = make_blocks(numels, block_size);
+  const BlockIndex blocks(numels, block_size);
   const int64_t b = block_size;
   auto run = [&](auto state_tag) {
     using S = decltype(state_tag);
     // Dynamic scheduling would balance tail blocks better, but each block's
     // result does not depend on which thread computes it, so static is fine.
-    parallel_for(static_cast<int64_t>(blocks.size()), threads, [&](int64_t i) {
-      const BlockRef& r = blocks[i];
+    parallel_for(blocks.total(), threads, [&](int64_t i) {
+      const BlockRef r = blocks[i];
       const S* F = reinterpret_cast<const S*>(states[r.tensor]) + r.block * b * b;
       S* R = reinterpret_cast<S*>(roots[r.tensor]) + r.block * b * b;
       reinterpret_cast<int32_t*>(status[r.tensor])[r.block] =
@@ -107,7 +119,7 @@ void block_fisher_step(const std::vector<uintptr_t>& params, const std::vector<u
                        const std::vector<int64_t>& numels, int64_t block_size, double beta1,
                        double beta2, double step_size, double inv_c2_root, double eps, double decay,
                        bool maximize, bool graft, int param_dtype, int threads) {
-  const auto blocks = make_blocks(numels, block_size);
+  const BlockIndex blocks(numels, block_size);
   const int64_t b = block_size;
   BlockStepScalars sc;
   sc.diag = DiagScalars{static_cast<float>(beta1),       static_cast<float>(beta2),
@@ -116,8 +128,8 @@ void block_fisher_step(const std::vector<uintptr_t>& params, const std::vector<u
                         0.5f,                            maximize};
   sc.graft = graft;
   FP_DISPATCH_FLOATING(param_dtype, [&] {
-    parallel_for(static_cast<int64_t>(blocks.size()), threads, [&](int64_t i) {
-      const BlockRef& r = blocks[i];
+    parallel_for(blocks.total(), threads, [&](int64_t i) {
+      const BlockRef r = blocks[i];
       const int64_t t = r.tensor, off = r.block * b;
       const bool use_root = reinterpret_cast<const int32_t*>(status[t])[r.block] == kRootOk;
       step_one<scalar_t>(reinterpret_cast<scalar_t*>(params[t]) + off,

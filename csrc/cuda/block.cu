@@ -37,7 +37,7 @@ __global__ void root_kernel(const S* F, S* R, int32_t* status, int64_t n, int64_
   S* Rk = R + k * b * b;
   for (int64_t i = s; i < b; ++i)
     for (int64_t c = 0; c < b; ++c) Rk[i * b + c] = Rk[c * b + i] = S(0);
-  status[k] = block_inv_root(F + k * b * b, Rk, b, s, scale, damping, power,
+  status[k] = ::fisherprec::block_inv_root(F + k * b * b, Rk, b, s, scale, damping, power,
                              work + j * block_root_workspace(b));
 }
 
