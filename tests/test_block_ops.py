@@ -324,3 +324,13 @@ def test_fused_step_rejects_bad_input():
             ops.block_fisher_step_(p, **args, **kw)
     with pytest.raises(ValueError, match="Invalid inv_c2_root"):
         ops.block_fisher_step_(p, **good, **(kw | {"inv_c2_root": 0.0}))
+
+
+def test_gpu_check_block_runs_on_cpu():
+    """The device check's code path, CPU against itself (the GPU run is the lead's)."""
+    from fisherprec.benchmarks.block import BLOCK_SIZES, gpu_check_block
+
+    report = gpu_check_block("cpu", num_params=1024)
+    assert report["outer_update_rel_err"] == 0.0 and report["fused_step_rel_err"] == 0.0
+    for b in BLOCK_SIZES:
+        assert report[f"inv_root_b{b}"]["rel_err_vs_cpu"] == 0.0

@@ -216,12 +216,17 @@ def root_speedups(
 
 
 # ----------------------------------------------------------------- GPU check
-def gpu_check_block(device: torch.device | str = "cuda") -> dict[str, Any]:
+def gpu_check_block(
+    device: torch.device | str = "cuda", *, num_params: int = SIZES["256K"]
+) -> dict[str, Any]:
     """CUDA block kernels against the CPU ones, and the root's speed against
-    torch.linalg.eigh on the GPU. Returns a dict of errors and timings; raises
-    AssertionError when a kernel disagrees with the CPU beyond its tolerance."""
+    torch.linalg.eigh on the GPU (on ``num_params // b`` Fisher-like blocks per
+    block size b). Returns a dict of errors and timings; raises AssertionError
+    when a kernel disagrees with the CPU beyond its tolerance. ``device="cpu"``
+    runs the same code against itself (a smoke test of this function)."""
     device = torch.device(device)
-    report: dict[str, Any] = {"device": torch.cuda.get_device_name(device)}
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
+    report: dict[str, Any] = {"device": name}
     g = torch.Generator().manual_seed(0)
 
     # outer-product EMA, rank 3, tail block
@@ -237,7 +242,7 @@ def gpu_check_block(device: torch.device | str = "cuda") -> dict[str, Any]:
 
     # inverse root, every block size, plus a timing against eigh on the GPU
     for bs in BLOCK_SIZES:
-        n = SIZES["256K"] // bs  # many blocks: the GPU needs them to fill up
+        n = num_params // bs  # many blocks: the GPU needs them to fill up
         states = fisher_like_blocks(n, bs, torch.device("cpu"))
         gpu_states = states.to(device)
         r_cpu = torch.empty_like(states)
