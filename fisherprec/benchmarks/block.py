@@ -217,7 +217,10 @@ def root_speedups(
 
 # ----------------------------------------------------------------- GPU check
 def gpu_check_block(
-    device: torch.device | str = "cuda", *, num_params: int = SIZES["256K"]
+    device: torch.device | str = "cuda",
+    *,
+    num_params: int = SIZES["256K"],
+    min_seconds: float = 0.2,
 ) -> dict[str, Any]:
     """CUDA block kernels against the CPU ones, and the root's speed against
     torch.linalg.eigh on the GPU (on ``num_params // b`` Fisher-like blocks per
@@ -256,9 +259,11 @@ def gpu_check_block(
         )
         assert torch.equal(s_gpu.cpu(), s_cpu), f"inv_root b={bs}: status differs"
         assert err < 1e-5, f"inv_root b={bs}: CUDA vs CPU relative error {err:.3g}"
-        ours = statistics.median(time_call(_root_runner(gpu_states, bs), device, min_seconds=0.2))
+        ours = statistics.median(
+            time_call(_root_runner(gpu_states, bs), device, min_seconds=min_seconds)
+        )
         eigh = statistics.median(
-            time_call(lambda s=gpu_states: torch.linalg.eigh(s), device, min_seconds=0.2)
+            time_call(lambda s=gpu_states: torch.linalg.eigh(s), device, min_seconds=min_seconds)
         )
         report[f"inv_root_b{bs}"] = {
             "blocks": n,
