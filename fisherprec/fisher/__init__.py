@@ -2,9 +2,11 @@
 size P, all obeying the contract of :class:`FisherEstimator`."""
 
 from fisherprec.fisher._base import FisherEstimator
+from fisherprec.fisher.block import Block
 from fisherprec.fisher.dense import Dense
 from fisherprec.fisher.diag import Diag
 from fisherprec.fisher.empirical import empirical
 from fisherprec.fisher.per_sample import per_sample_grads
 
 __all__ = ["Dense", "Diag", "FisherEstimator", "empirical", "per_sample_grads"]
+__all__ = ["Block", "Dense", "FisherEstimator", "per_sample_grads"]

@@ -7,3 +7,6 @@ from fisherprec.optim._base import FisherOptimizer
 from fisherprec.optim.diag import DiagFisher
 
 __all__ = ["DiagFisher", "FisherOptimizer", "registry"]
+from fisherprec.optim.block import BlockFisher
+
+__all__ = ["BlockFisher", "FisherOptimizer", "registry"]

@@ -1,0 +1,236 @@
+"""BlockFisher: Adam-style momentum preconditioned by the block-diagonal
+empirical Fisher, u_b = (F_b + λI)^(-power) m_b (THEORY.md §4–5)."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from fisherprec import ops
+from fisherprec.optim._base import (
+    FisherOptimizer,
+    check_betas,
+    check_nonnegative,
+    check_positive_int,
+)
+from fisherprec.optim.registry import OptimizerEntry, register
+
+__all__ = ["BlockFisher"]
+
+GRAFTS = ("diag", None)
+
+
+class BlockFisher(FisherOptimizer):
+    r"""Block-diagonal empirical Fisher preconditioning, grafted to Adam.
+
+    Each parameter tensor is flattened and cut into blocks of ``block_size``
+    contiguous elements (the last block of a tensor may be shorter; blocks
+    never cross tensors). With g the gradient (negated when ``maximize``),
+    at step t:
+
+    .. math::
+        \begin{aligned}
+        m &\leftarrow \beta_1 m + (1-\beta_1) g, \qquad
+        v \leftarrow \beta_2 v + (1-\beta_2) g^2 \\
+        F_b &\leftarrow \beta_2 F_b + (1-\beta_2)\, g_b g_b^\top \\
+        R_b &= \big(F_b/(1-\beta_2^t) + \lambda I\big)^{-p}
+            \quad\text{(every \texttt{update\_every} steps; eigenvalues clamped at 0)} \\
+        a &= \frac{m/(1-\beta_1^t)}{\sqrt{v/(1-\beta_2^t)} + \epsilon}
+            \quad\text{(the Adam direction)} \\
+        u_b &= R_b\, \hat m_b \cdot \frac{\lVert a_b\rVert}{\lVert R_b \hat m_b\rVert}
+            \quad\text{(\texttt{graft="diag"}; without the factor for \texttt{graft=None})} \\
+        \theta &\leftarrow \theta\,(1 - \alpha\,\mathrm{wd}) - \alpha\, u
+        \end{aligned}
+
+    Roots are computed at steps t = update_every, 2·update_every, …; before
+    the first one, and for every block whose root failed (non-finite
+    statistic, no convergence, or a non-finite root such as λ = 0 on a
+    singular block), the block takes the grafted diagonal step u_b = a_b,
+    i.e. exactly AdamW. Failed roots are counted per parameter in
+    ``state[p]["root_failures"]`` and in total by :attr:`root_failures`.
+
+    The damping λ sits inside the root (THEORY.md §5). With ``block_size=1``
+    and ``graft=None`` the step is u = m̂ / sqrt(v̂ + λ): Adam with ε moved
+    under the square root (ε_Adam ≈ sqrt(λ) when v̂ ≫ λ); with
+    ``graft="diag"`` and any block size 1 it is AdamW exactly. ``eps`` is
+    Adam's ε, used only by the graft and the fallback.
+
+    Memory: per parameter element b float32 numbers for F_b and b for R_b
+    (each block stored as a full b×b slot), plus m and v.
+
+    Args:
+        params: parameters or param groups.
+        lr: α.
+        block_size: b, in [1, 256].
+        betas: (β1, β2); β2 also drives the EMA of F_b.
+        damping: λ ≥ 0, inside the root.
+        update_every: steps between inverse-root refreshes.
+        graft: ``"diag"`` (rescale each block to its Adam update norm, as
+            Shampoo grafts) or ``None``.
+        weight_decay: decoupled (AdamW) weight decay.
+        power: p, the root's power (1/2: F^{-1/2}; 1/4 for Shampoo-style use).
+        eps: Adam's ε for the graft and the diagonal fallback.
+        maximize: ascend instead of descend.
+        nonfinite: ``"propagate"``, ``"raise"`` or ``"skip"`` (see FisherOptimizer).
+
+    Example:
+        >>> import torch, fisherprec as fp
+        >>> model = torch.nn.Linear(20, 3)
+        >>> opt = fp.optim.BlockFisher(model.parameters(), lr=1e-2, block_size=16, update_every=2)
+        >>> for _ in range(4):
+        ...     opt.zero_grad()
+        ...     model(torch.randn(8, 20)).square().mean().backward()
+        ...     opt.step()
+        >>> opt.root_failures
+        0
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        block_size: int = 64,
+        betas: tuple[float, float] = (0.9, 0.999),
+        damping: float = 1e-8,
+        update_every: int = 10,
+        graft: str | None = "diag",
+        weight_decay: float = 0.0,
+        power: float = 0.5,
+        *,
+        eps: float = 1e-8,
+        maximize: bool = False,
+        nonfinite: str = "propagate",
+    ) -> None:
+        ops._check_block_size(block_size)
+        check_betas(betas)
+        check_nonnegative("damping", damping)
+        check_positive_int("update_every", update_every)
+        if graft not in GRAFTS:
+            raise ValueError(f"Invalid graft value: {graft!r}; choose 'diag' or None")
+        check_nonnegative("weight_decay", weight_decay)
+        if not (math.isfinite(power) and power > 0.0):
+            raise ValueError(f"Invalid power value: {power}")
+        check_nonnegative("epsilon", eps)
+        defaults = {
+            "lr": lr,
+            "block_size": block_size,
+            "betas": tuple(betas),
+            "damping": damping,
+            "update_every": update_every,
+            "graft": graft,
+            "weight_decay": weight_decay,
+            "power": power,
+            "eps": eps,
+            "maximize": maximize,
+            "nonfinite": nonfinite,
+        }
+        super().__init__(params, defaults)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """As torch.optim.Optimizer, except that state tensors keep their own
+        dtypes (float32 moments and blocks, int32 status) instead of being cast
+        to each parameter's dtype: resuming is bit-identical for every dtype."""
+        saved = state_dict["state"]
+        by_id = {
+            pid: p
+            for saved_group, group in zip(
+                state_dict["param_groups"], self.param_groups, strict=False
+            )
+            for pid, p in zip(saved_group["params"], group["params"], strict=False)
+        }
+        super().load_state_dict(state_dict)
+        for pid, values in saved.items():
+            p = by_id.get(pid)
+            if p is None:
+                continue
+            for key, value in values.items():
+                if isinstance(value, torch.Tensor) and key != "step":
+                    self.state[p][key] = value.to(device=p.device, copy=True)
+
+    @property
+    def root_failures(self) -> int:
+        """Blocks whose inverse root failed, summed over refreshes and parameters."""
+        return int(sum(int(s["root_failures"]) for s in self.state.values() if s))
+
+    def _init_state(self, p: torch.Tensor, block_size: int) -> dict[str, Any]:
+        state = self.state[p]
+        if not state:
+            shape = ops.block_shape(p.numel(), block_size)
+            state["step"] = torch.tensor(0.0)
+            state["exp_avg"] = torch.zeros_like(p, dtype=torch.float32)
+            state["exp_avg_sq"] = torch.zeros_like(p, dtype=torch.float32)
+            state["fisher"] = torch.zeros(shape, dtype=torch.float32, device=p.device)
+            state["root"] = torch.zeros(shape, dtype=torch.float32, device=p.device)
+            state["root_status"] = torch.full(
+                shape[:1], ops.ROOT_NONE, dtype=torch.int32, device=p.device
+            )
+            state["root_failures"] = torch.zeros((), dtype=torch.int64)
+        return state
+
+    def _step_group(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        b = group["block_size"]
+        beta1, beta2 = group["betas"]
+        lr = float(group["lr"])
+        states = [self._init_state(p, b) for p in params]
+        # One multi-tensor call per (device, dtype, step count).
+        buckets: dict[tuple[torch.device, torch.dtype, float], list[int]] = defaultdict(list)
+        for i, (p, s) in enumerate(zip(params, states, strict=True)):
+            buckets[(p.device, p.dtype, float(s["step"]))].append(i)
+        for (_, _, step), idx in buckets.items():
+            t = int(step) + 1
+            ps = [params[i] for i in idx]
+            gs = [grads[i].contiguous() for i in idx]
+            st = [states[i] for i in idx]
+            for s in st:
+                s["step"] += 1
+            fisher = [s["fisher"] for s in st]
+            ops.block_outer_update_(fisher, [g.reshape(1, -1) for g in gs], b, beta2, 1.0 - beta2)
+            c1, c2 = 1.0 - beta1**t, 1.0 - beta2**t
+            if t % group["update_every"] == 0:
+                ops.block_inv_root_(
+                    fisher,
+                    [s["root"] for s in st],
+                    [s["root_status"] for s in st],
+                    [p.numel() for p in ps],
+                    b,
+                    scale=1.0 / c2,
+                    damping=group["damping"],
+                    power=group["power"],
+                )
+                for s in st:
+                    s["root_failures"] += (s["root_status"] != ops.ROOT_OK).sum().cpu()
+            ops.block_fisher_step_(
+                ps,
+                gs,
+                [s["exp_avg"] for s in st],
+                [s["exp_avg_sq"] for s in st],
+                [s["root"] for s in st],
+                [s["root_status"] for s in st],
+                block_size=b,
+                beta1=beta1,
+                beta2=beta2,
+                step_size=lr / c1,
+                inv_c2_root=1.0 / math.sqrt(c2),
+                eps=group["eps"],
+                decay=1.0 - lr * group["weight_decay"],
+                maximize=group["maximize"],
+                graft=group["graft"] == "diag",
+            )
+
+
+register(
+    OptimizerEntry(
+        "block",
+        BlockFisher,
+        {"lr": 1e-3, "block_size": 64, "update_every": 10},
+        fisher="block",
+        description="block-diagonal empirical Fisher (b×b blocks per tensor), "
+        "(F_b+λI)^(-1/2) refreshed every update_every steps, grafted to Adam",
+    )
+)
