@@ -167,6 +167,8 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("grads"), py::arg("batch"), py::arg("numel"), py::arg("grad_dtype"), py::arg("state"),
       py::arg("state_dtype"), py::arg("old_weight"), py::arg("new_weight"), py::arg("stream"), nogil);
+#endif
+
   // ---- block ----
   m.def("block_outer_update_cpu", &fisherprec::cpu::block_outer_update, py::arg("states"),
         py::arg("rows"), py::arg("numels"), py::arg("num_rows"), py::arg("block_size"),

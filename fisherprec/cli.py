@@ -20,6 +20,7 @@ COMMANDS: tuple[str, ...] = (
     "fisherprec.demo",
     "fisherprec.compare",
     "fisherprec.bench",
+    "fisherprec.figure1",
 )
 
 

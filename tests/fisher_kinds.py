@@ -39,6 +39,8 @@ KINDS: list[EstimatorKind] = [
         name="diag",
         make=lambda p, beta, damping: fp.fisher.Diag(p, beta=beta, damping=damping),
         expected=lambda updates, beta: reference.diag_of(reference.empirical_fisher(updates, beta)),
+    ),
+    EstimatorKind(
         # block 16 leaves a tail for P = 7, 70 and 129 (and b > P for P = 1, 7)
         name="block",
         make=lambda p, beta, damping: fp.fisher.Block(p, 16, beta=beta, damping=damping),

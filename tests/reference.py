@@ -204,6 +204,8 @@ def diag_fisher(
 def diag_of(matrix: torch.Tensor) -> torch.Tensor:
     """The diagonal part of a square matrix, as a matrix."""
     return torch.diag(torch.diagonal(matrix))
+
+
 def block_sizes(num_params: int, block_size: int) -> list[int]:
     """Lengths of the contiguous blocks of a flat vector (the last may be shorter)."""
     return [min(block_size, num_params - start) for start in range(0, num_params, block_size)]

@@ -8,5 +8,4 @@ from fisherprec.fisher.diag import Diag
 from fisherprec.fisher.empirical import empirical
 from fisherprec.fisher.per_sample import per_sample_grads
 
-__all__ = ["Dense", "Diag", "FisherEstimator", "empirical", "per_sample_grads"]
-__all__ = ["Block", "Dense", "FisherEstimator", "per_sample_grads"]
+__all__ = ["Block", "Dense", "Diag", "FisherEstimator", "empirical", "per_sample_grads"]

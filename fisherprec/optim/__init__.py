@@ -4,9 +4,7 @@
 
 from fisherprec.optim import registry
 from fisherprec.optim._base import FisherOptimizer
+from fisherprec.optim.block import BlockFisher
 from fisherprec.optim.diag import DiagFisher
 
-__all__ = ["DiagFisher", "FisherOptimizer", "registry"]
-from fisherprec.optim.block import BlockFisher
-
-__all__ = ["BlockFisher", "FisherOptimizer", "registry"]
+__all__ = ["BlockFisher", "DiagFisher", "FisherOptimizer", "registry"]
