@@ -253,6 +253,8 @@ def _bellman_backup(
         num_threads(),
     )
     return v_out, policy_out, q, torch.tensor([lo, hi], dtype=torch.float64)
+
+
 # ----------------------------------------------------------------- design
 # One step of sequential A-optimal selection (THEORY.md §2); the math is in
 # csrc/include/fisherprec/design.h, the algorithm around it in fisherprec/design.py.
@@ -458,6 +460,7 @@ def bellman_backup(
     return torch.ops.fisherprec.bellman_backup(
         indptr, indices, values, reward, v, float(gamma), policy, bool(with_q)
     )
+
     @_design_score_step.register_kernel("cuda")
     def _design_score_step_cuda(
         pool: torch.Tensor,
@@ -574,6 +577,8 @@ def design_score_step(
         check_no_overlap({**written, name: [tensor]})
     torch.ops.fisherprec.design_score_step(pool, b, c, beta, gamma, eta, s, t, mask, out)
     return out
+
+
 # ----------------------------------------------------------- diag
 # The diagonal Fisher family (csrc/include/fisherprec/diag.h): the fused
 # AdamW-order step over a (device, dtype) bucket and the per-sample diagonal

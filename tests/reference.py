@@ -111,6 +111,8 @@ def toy_text_optimal_values(table: dict, num_states: int, gamma: float) -> np.nd
         if change <= 1e-15 * max(1.0, np.max(np.abs(v))):
             break
     return v
+
+
 def design_score_step(
     pool: torch.Tensor,
     b: torch.Tensor,
@@ -165,6 +167,8 @@ def greedy_a_optimal(
         chosen.append(best)
         gram += torch.outer(x[best], x[best])
     return chosen
+
+
 def diag_step(
     param: torch.Tensor,
     grad: torch.Tensor,

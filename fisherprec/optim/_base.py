@@ -94,6 +94,21 @@ class FisherOptimizer(torch.optim.Optimizer, abc.ABC):
             group.setdefault("maximize", False)
             group.setdefault("nonfinite", "propagate")
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """As torch.optim.Optimizer, except that state tensors keep their saved
+        dtypes. torch casts floating state to each parameter's dtype (it picks
+        that policy by class name, so a subclass cannot opt out), which would
+        round float32 moments of bfloat16 parameters and turn integer status
+        into floats; keeping the saved dtypes makes resuming bit-identical."""
+        saved = state_dict["state"]
+        saved_ids = [pid for g in state_dict["param_groups"] for pid in g["params"]]
+        super().load_state_dict(state_dict)  # validates the group layout first
+        params = [p for g in self.param_groups for p in g["params"]]
+        for pid, p in zip(saved_ids, params, strict=True):
+            for key, value in saved.get(pid, {}).items():
+                if isinstance(value, torch.Tensor) and key != "step":
+                    self.state[p][key] = value.to(device=p.device, copy=True)
+
     def _gather(self, group: dict[str, Any]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Parameters of `group` that have a gradient, and those gradients."""
         params, grads = [], []

@@ -130,27 +130,6 @@ class BlockFisher(FisherOptimizer):
         }
         super().__init__(params, defaults)
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """As torch.optim.Optimizer, except that state tensors keep their own
-        dtypes (float32 moments and blocks, int32 status) instead of being cast
-        to each parameter's dtype: resuming is bit-identical for every dtype."""
-        saved = state_dict["state"]
-        by_id = {
-            pid: p
-            for saved_group, group in zip(
-                state_dict["param_groups"], self.param_groups, strict=False
-            )
-            for pid, p in zip(saved_group["params"], group["params"], strict=False)
-        }
-        super().load_state_dict(state_dict)
-        for pid, values in saved.items():
-            p = by_id.get(pid)
-            if p is None:
-                continue
-            for key, value in values.items():
-                if isinstance(value, torch.Tensor) and key != "step":
-                    self.state[p][key] = value.to(device=p.device, copy=True)
-
     @property
     def root_failures(self) -> int:
         """Blocks whose inverse root failed, summed over refreshes and parameters."""

