@@ -4,6 +4,8 @@ import pathlib
 
 import torch
 
+import fisherprec  # noqa: F401  (import, and rebuild if needed, before output is captured)
+
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 
