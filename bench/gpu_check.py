@@ -249,6 +249,29 @@ def diag_step_vs_torch_fused(ctx: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# ------------------------------------------------- block and low-rank variants
+# Each variant keeps its GPU check beside its benchmark cases
+# (fisherprec/benchmarks/<variant>.py): CUDA kernels against the CPU ones
+# (AssertionError on disagreement) and timings against torch on the GPU.
+def _variant_check(variant: str, ctx: dict[str, Any]) -> dict[str, Any]:
+    import importlib
+
+    if not ctx["cuda"]:
+        return {"ok": True, "skipped": "no CUDA device"}
+    module = importlib.import_module(f"fisherprec.benchmarks.{variant}")
+    return {"ok": True, **getattr(module, f"gpu_check_{variant}")("cuda")}
+
+
+@check
+def block_kernels_on_gpu(ctx: dict[str, Any]) -> dict[str, Any]:
+    return _variant_check("block", ctx)
+
+
+@check
+def lowrank_kernels_on_gpu(ctx: dict[str, Any]) -> dict[str, Any]:
+    return _variant_check("lowrank", ctx)
+
+
 # ----------------------------------------------------------------- main
 def run_all(fns: list[Check], ctx: dict[str, Any]) -> dict[str, Any]:
     results = {}
