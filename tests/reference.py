@@ -44,3 +44,15 @@ def inv_root(matrix: torch.Tensor, damping: float, power: float = 0.5) -> torch.
     m = matrix.to(torch.float64)
     eigvals, eigvecs = torch.linalg.eigh((m + m.T) / 2)
     return (eigvecs * (eigvals.clamp_min(0) + damping).pow(-power)) @ eigvecs.T
+
+
+def window_fisher(grads: Sequence[torch.Tensor], rank: int, decay: float = 1.0) -> torch.Tensor:
+    """The low-rank window F = Σ_j σ_j² g_j g_jᵀ / Σ_j σ_j² over the last
+    k = min(N, rank) observations (rows of the updates, in order), σ_j =
+    decay^(age), age 0 for the newest; decay = 1 is the mean (1/k) Σ g gᵀ."""
+    rows = torch.cat([g.to(torch.float64).reshape(-1, g.shape[-1]) for g in grads])[-rank:]
+    weights = torch.tensor(
+        [decay ** (len(rows) - 1 - i) for i in range(len(rows))], dtype=torch.float64
+    )
+    weighted = rows * weights[:, None]
+    return weighted.T @ weighted / weights.square().sum()

@@ -3,6 +3,7 @@ size P, all obeying the contract of :class:`FisherEstimator`."""
 
 from fisherprec.fisher._base import FisherEstimator
 from fisherprec.fisher.dense import Dense
+from fisherprec.fisher.lowrank import LowRank
 from fisherprec.fisher.per_sample import per_sample_grads
 
-__all__ = ["Dense", "FisherEstimator", "per_sample_grads"]
+__all__ = ["Dense", "FisherEstimator", "LowRank", "per_sample_grads"]
