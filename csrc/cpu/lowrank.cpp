@@ -189,6 +189,14 @@ std::vector<int64_t> offsets_of(const std::vector<int64_t>& numels) {
   return offsets;
 }
 
+// Threads worth waking for `elements` window entries: a parallel region costs
+// more than a small call (the chunking, hence the result, is unchanged).
+int threads_for(const std::vector<int64_t>& numels, int64_t columns, int threads) {
+  int64_t total = 0;
+  for (int64_t n : numels) total += n;
+  return total * (columns + 1) < (int64_t{1} << 18) ? 1 : threads;
+}
+
 // out[k] = Σ over chunks (in chunk order) of partial[chunk][k].
 void reduce_partials(const std::vector<double>& partial, int64_t nchunks, int64_t nout, double* out) {
   for (int64_t k = 0; k < nout; ++k) out[k] = 0.0;
@@ -208,7 +216,7 @@ void lowrank_dots(uintptr_t window, int window_dtype, int64_t stride, int64_t co
       const int64_t nchunks = static_cast<int64_t>(chunks.size());
       std::vector<double> partial(nchunks * columns, 0.0);
       auto* G = reinterpret_cast<window_t*>(window);
-      parallel_for(nchunks, threads, [&](int64_t ci) {
+      parallel_for(nchunks, threads_for(numels, columns, threads), [&](int64_t ci) {
         const Chunk& c = chunks[ci];
         const auto* x = reinterpret_cast<const scalar_t*>(ptrs[c.tensor]);
         std::vector<double> buf_storage(kSub);
@@ -246,7 +254,7 @@ void lowrank_stats(const std::vector<uintptr_t>& grads, const std::vector<int64_
       const int64_t nout = 2 * columns + 2;
       std::vector<double> partial(nchunks * nout, 0.0);
       auto* G = reinterpret_cast<window_t*>(window);
-      parallel_for(nchunks, threads, [&](int64_t ci) {
+      parallel_for(nchunks, threads_for(numels, columns, threads), [&](int64_t ci) {
         const Chunk& c = chunks[ci];
         const auto* g = reinterpret_cast<const scalar_t*>(grads[c.tensor]);
         auto* mt = reinterpret_cast<float*>(m[c.tensor]);
@@ -291,7 +299,8 @@ void lowrank_combine(const std::vector<uintptr_t>& y, const std::vector<int64_t>
         const auto chunks = make_chunks(numels);
         const auto offsets = offsets_of(numels);
         const auto* G = reinterpret_cast<const window_t*>(window);
-        parallel_for(static_cast<int64_t>(chunks.size()), threads, [&](int64_t ci) {
+        parallel_for(static_cast<int64_t>(chunks.size()), threads_for(numels, columns, threads),
+                     [&](int64_t ci) {
           const Chunk& ch = chunks[ci];
           auto* yt = reinterpret_cast<out_t*>(y[ch.tensor]);
           const auto* xt = reinterpret_cast<const x_t*>(x[ch.tensor]);

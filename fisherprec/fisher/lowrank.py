@@ -154,7 +154,7 @@ class LowRank(FisherEstimator):
     def trace(self) -> float:
         if self.columns == 0:
             return 0.0
-        sigma, weighted, n = self._weighted()
+        _, weighted, n = self._weighted()
         return float(weighted.diagonal().sum()) / n
 
     def to_dense(self) -> torch.Tensor:

@@ -4,5 +4,6 @@
 
 from fisherprec.optim import registry
 from fisherprec.optim._base import FisherOptimizer
+from fisherprec.optim.lowrank import LowRankFisher
 
-__all__ = ["FisherOptimizer", "registry"]
+__all__ = ["FisherOptimizer", "LowRankFisher", "registry"]
