@@ -490,3 +490,28 @@ def test_registered_for_compare_and_bench():
         fp.optim.registry.build("lowrank", model.parameters()), fp.optim.LowRankFisher
     )
     assert entry.fisher == "lowrank"
+
+
+def test_plain_torch_benchmark_baseline_computes_the_same_step(generator):
+    from fisherprec.benchmarks.lowrank import HYPER, PlainTorchLowRank
+
+    p, rank = 300, 4
+    param = torch.nn.Parameter(torch.randn(p, generator=generator))
+    baseline = param.detach().clone()
+    opt = fp.optim.LowRankFisher([param], rank=rank, **HYPER)
+    plain = PlainTorchLowRank(baseline, rank, torch.float32)
+    start = baseline.clone()
+    for _ in range(6):
+        g = torch.randn(p, generator=generator)
+        param.grad = g.clone()
+        opt.step()
+        plain.step(g)
+    assert _rel(baseline - start, (param.detach() - start).double()) <= 1e-4
+
+
+def test_benchmark_cases_are_registered_and_validate_labels():
+    from fisherprec import benchmarks
+
+    assert "lowrank" in benchmarks.variants()
+    with pytest.raises(ValueError, match="unknown lowrank workload 'huge'"):
+        benchmarks.collect(["lowrank"], ["huge"], torch.device("cpu"))

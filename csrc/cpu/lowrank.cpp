@@ -157,28 +157,6 @@ FP_DEFINE_HOT(double, f64)
 FP_DEFINE_HOT(bfloat16, bf16)
 #undef FP_DEFINE_HOT
 
-// Window dtypes: float32, float64, bfloat16 (ops.py rejects float16).
-#define FP_DISPATCH_WINDOW(DTYPE, ...)                            \
-  [&] {                                                           \
-    switch (static_cast<::fisherprec::DType>(DTYPE)) {            \
-      case ::fisherprec::DType::Float32: {                        \
-        using window_t = float;                                   \
-        return __VA_ARGS__();                                     \
-      }                                                           \
-      case ::fisherprec::DType::Float64: {                        \
-        using window_t = double;                                  \
-        return __VA_ARGS__();                                     \
-      }                                                           \
-      case ::fisherprec::DType::BFloat16: {                       \
-        using window_t = ::fisherprec::bfloat16;                  \
-        return __VA_ARGS__();                                     \
-      }                                                           \
-      default:                                                    \
-        break;                                                    \
-    }                                                             \
-    ::fisherprec::throw_bad_dtype(DTYPE);                         \
-  }()
-
 std::vector<int64_t> offsets_of(const std::vector<int64_t>& numels) {
   std::vector<int64_t> offsets(numels.size());
   int64_t total = 0;
@@ -209,7 +187,7 @@ void reduce_partials(const std::vector<double>& partial, int64_t nchunks, int64_
 void lowrank_dots(uintptr_t window, int window_dtype, int64_t stride, int64_t columns, int64_t slot,
                   const std::vector<uintptr_t>& ptrs, const std::vector<int64_t>& numels, int dtype,
                   uintptr_t out, int threads) {
-  FP_DISPATCH_WINDOW(window_dtype, [&] {
+  FP_DISPATCH_LOWRANK_WINDOW(window_dtype, [&] {
     FP_DISPATCH_FLOATING(dtype, [&] {
       const auto chunks = make_chunks(numels);
       const auto offsets = offsets_of(numels);
@@ -246,7 +224,7 @@ void lowrank_stats(const std::vector<uintptr_t>& grads, const std::vector<int64_
                    int window_dtype, int64_t stride, int64_t columns, int64_t slot, float beta1,
                    float beta2, float inv_c2_root, float eps, bool maximize, uintptr_t out, int threads) {
   const LowrankStatsScalars s{beta1, beta2, inv_c2_root, eps, maximize, !v.empty(), slot >= 0};
-  FP_DISPATCH_WINDOW(window_dtype, [&] {
+  FP_DISPATCH_LOWRANK_WINDOW(window_dtype, [&] {
     FP_DISPATCH_FLOATING(dtype, [&] {
       const auto chunks = make_chunks(numels);
       const auto offsets = offsets_of(numels);
@@ -291,7 +269,7 @@ void lowrank_combine(const std::vector<uintptr_t>& y, const std::vector<int64_t>
                      int64_t stride, int64_t columns, uintptr_t coef, double decay, int threads) {
   const auto* c = reinterpret_cast<const double*>(coef);
   const double c0 = c[0];
-  FP_DISPATCH_WINDOW(window_dtype, [&] {
+  FP_DISPATCH_LOWRANK_WINDOW(window_dtype, [&] {
     FP_DISPATCH_FLOATING(dtype, [&] {
       using out_t = scalar_t;
       FP_DISPATCH_FLOATING(x_dtype, [&] {

@@ -92,3 +92,26 @@ FP_HD void lowrank_stats_element(float grad, float& m, float& v, W* stored,
 }
 
 }  // namespace fisherprec
+
+// Calls BODY with `window_t` bound to the window's storage type: float32,
+// float64 or bfloat16 (ops.py rejects float16 windows).
+#define FP_DISPATCH_LOWRANK_WINDOW(DTYPE, ...)                    \
+  [&] {                                                           \
+    switch (static_cast<::fisherprec::DType>(DTYPE)) {            \
+      case ::fisherprec::DType::Float32: {                        \
+        using window_t = float;                                   \
+        return __VA_ARGS__();                                     \
+      }                                                           \
+      case ::fisherprec::DType::Float64: {                        \
+        using window_t = double;                                  \
+        return __VA_ARGS__();                                     \
+      }                                                           \
+      case ::fisherprec::DType::BFloat16: {                       \
+        using window_t = ::fisherprec::bfloat16;                  \
+        return __VA_ARGS__();                                     \
+      }                                                           \
+      default:                                                    \
+        break;                                                    \
+    }                                                             \
+    ::fisherprec::throw_bad_dtype(DTYPE);                         \
+  }()
