@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 #include "cpu/parallel.h"
 #include "fisherprec/lowrank.h"
@@ -90,6 +91,24 @@ FP_INLINE void dots_body(const W* g, int64_t stride, int64_t ncols, const double
     acc1[j] += hsum(a0, a1) + t1;
     if constexpr (Two) acc2[j] += hsum(b0, b1) + t2;
   }
+}
+
+// Σ x_i y_i (Σ x_i when y is null) over sixteen lanes, summed in lane order.
+FP_CLONES double lane_sum(const double* x, const double* y, int64_t n) {
+  v8d a0 = {}, a1 = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    if (y) {
+      a0 += load8(x + i) * load8(y + i);
+      a1 += load8(x + i + 8) * load8(y + i + 8);
+    } else {
+      a0 += load8(x + i);
+      a1 += load8(x + i + 8);
+    }
+  }
+  double tail = 0.0;
+  for (; i < n; ++i) tail += y ? x[i] * y[i] : x[i];
+  return hsum(a0, a1) + tail;
 }
 
 // y[i] = Σ_{j<ncols} coef[j] G_j[i], summed in column order (four columns per
@@ -238,24 +257,37 @@ void lowrank_stats(const std::vector<uintptr_t>& grads, const std::vector<int64_
         auto* mt = reinterpret_cast<float*>(m[c.tensor]);
         float* vt = s.has_v ? reinterpret_cast<float*>(v[c.tensor]) : nullptr;
         double* acc = partial.data() + ci * nout;
-        std::vector<double> x_storage(2 * kSub);
+        std::vector<double> x_storage(3 * kSub);
         double* x1 = x_storage.data();
         double* x2 = x1 + kSub;
+        double* x3 = x2 + kSub;
         for (int64_t b = c.begin; b < c.end; b += kSub) {
           const int64_t n = std::min(kSub, c.end - b);
           const int64_t off = offsets[c.tensor] + b;
           window_t* row = s.insert ? G + slot * stride + off : nullptr;
-          double mm = 0.0, aa = 0.0;
-          float unused_v = 0.0f;
-          for (int64_t i = 0; i < n; ++i) {
-            double graft;
-            lowrank_stats_element<window_t>(to_float(g[b + i]), mt[b + i], vt ? vt[b + i] : unused_v,
-                                            row ? row + i : nullptr, s, x1[i], x2[i], graft);
-            mm += x2[i] * x2[i];
-            aa += graft;
+          // Branch-free element loops (one per has_v/insert case) vectorise;
+          // the two norms are then lane sums, as the dots.
+          auto elements = [&](auto has_v, auto insert) {
+            LowrankStatsScalars sc = s;
+            sc.has_v = decltype(has_v)::value;
+            sc.insert = decltype(insert)::value;
+            float unused_v = 0.0f;
+            for (int64_t i = 0; i < n; ++i)
+              lowrank_stats_element<window_t>(to_float(g[b + i]), mt[b + i],
+                                              sc.has_v ? vt[b + i] : unused_v,
+                                              sc.insert ? row + i : nullptr, sc, x1[i], x2[i], x3[i]);
+          };
+          using yes = std::true_type;
+          using no = std::false_type;
+          if (s.has_v) {
+            if (s.insert) elements(yes{}, yes{});
+            else elements(yes{}, no{});
+          } else {
+            if (s.insert) elements(no{}, yes{});
+            else elements(no{}, no{});
           }
-          acc[2 * columns] += mm;
-          acc[2 * columns + 1] += aa;
+          acc[2 * columns] += lane_sum(x2, x2, n);
+          acc[2 * columns + 1] += s.has_v ? lane_sum(x3, nullptr, n) : 0.0;
           dots2(G + off, stride, columns, x1, x2, n, acc, acc + columns);
         }
       });
