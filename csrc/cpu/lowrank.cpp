@@ -186,6 +186,21 @@ std::vector<int64_t> offsets_of(const std::vector<int64_t>& numels) {
   return offsets;
 }
 
+// parallel_for with dynamic scheduling: a thread that the OS runs late (a
+// shared machine) leaves its chunks to the others. Results are per chunk and
+// combined in chunk order, so they do not depend on who ran what.
+template <class F>
+void parallel_chunks(int64_t n, int threads, F&& f) {
+#if defined(FISHERPREC_WITH_OPENMP)
+  if (threads > 1 && n > 1) {
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+    for (int64_t i = 0; i < n; ++i) f(i);
+    return;
+  }
+#endif
+  for (int64_t i = 0; i < n; ++i) f(i);
+}
+
 // Threads worth waking for `elements` window entries: a parallel region costs
 // more than a small call (the chunking, hence the result, is unchanged).
 int threads_for(const std::vector<int64_t>& numels, int64_t columns, int threads) {
@@ -213,7 +228,7 @@ void lowrank_dots(uintptr_t window, int window_dtype, int64_t stride, int64_t co
       const int64_t nchunks = static_cast<int64_t>(chunks.size());
       std::vector<double> partial(nchunks * columns, 0.0);
       auto* G = reinterpret_cast<window_t*>(window);
-      parallel_for(nchunks, threads_for(numels, columns, threads), [&](int64_t ci) {
+      parallel_chunks(nchunks, threads_for(numels, columns, threads), [&](int64_t ci) {
         const Chunk& c = chunks[ci];
         const auto* x = reinterpret_cast<const scalar_t*>(ptrs[c.tensor]);
         std::vector<double> buf_storage(kSub);
@@ -251,7 +266,7 @@ void lowrank_stats(const std::vector<uintptr_t>& grads, const std::vector<int64_
       const int64_t nout = 2 * columns + 2;
       std::vector<double> partial(nchunks * nout, 0.0);
       auto* G = reinterpret_cast<window_t*>(window);
-      parallel_for(nchunks, threads_for(numels, columns, threads), [&](int64_t ci) {
+      parallel_chunks(nchunks, threads_for(numels, columns, threads), [&](int64_t ci) {
         const Chunk& c = chunks[ci];
         const auto* g = reinterpret_cast<const scalar_t*>(grads[c.tensor]);
         auto* mt = reinterpret_cast<float*>(m[c.tensor]);
@@ -309,7 +324,7 @@ void lowrank_combine(const std::vector<uintptr_t>& y, const std::vector<int64_t>
         const auto chunks = make_chunks(numels);
         const auto offsets = offsets_of(numels);
         const auto* G = reinterpret_cast<const window_t*>(window);
-        parallel_for(static_cast<int64_t>(chunks.size()), threads_for(numels, columns, threads),
+        parallel_chunks(static_cast<int64_t>(chunks.size()), threads_for(numels, columns, threads),
                      [&](int64_t ci) {
           const Chunk& ch = chunks[ci];
           auto* yt = reinterpret_cast<out_t*>(y[ch.tensor]);
