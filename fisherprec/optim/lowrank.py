@@ -99,7 +99,7 @@ class LowRankFisher(FisherOptimizer):
         >>> loss.backward()
         >>> opt.step()
         >>> opt.memory_bytes()
-        1212
+        1352
 
     Sources:
         Agarwal et al., "Efficient Full-Matrix Adaptive Regularization" (GGT), ICML 2019.
