@@ -515,3 +515,11 @@ def test_benchmark_cases_are_registered_and_validate_labels():
     assert "lowrank" in benchmarks.variants()
     with pytest.raises(ValueError, match="unknown lowrank workload 'huge'"):
         benchmarks.collect(["lowrank"], ["huge"], torch.device("cpu"))
+
+
+def test_gpu_check_runs_its_comparison_and_report_on_any_device():
+    from fisherprec.benchmarks.lowrank import gpu_check_lowrank
+
+    device = "cuda" if fp.cuda_available() else "cpu"  # on the CPU it checks CPU against CPU
+    result = gpu_check_lowrank(device, workloads=["small"])
+    assert result["max_rel_err_float32"] < 1e-5 and result["small/speedup_vs_plain_torch"] > 0

@@ -212,14 +212,17 @@ def report(labels: Sequence[str], device: torch.device | str = "cpu", **timing: 
     return rows
 
 
-def gpu_check_lowrank(device: torch.device | str = "cuda") -> dict[str, Any]:
+def gpu_check_lowrank(
+    device: torch.device | str = "cuda", workloads: Sequence[str] = ("1e6-r32", "1e7-r32")
+) -> dict[str, Any]:
     """CUDA kernels against the CPU kernels on the same inputs (every window
-    dtype, multi-tensor, odd sizes), then the step timing and bandwidth on
-    the GPU. Returns a dict of maximum relative errors and timings; raises
+    dtype, multi-tensor, odd sizes, more tensors than one launch holds), then
+    the step timing and bandwidth on the device for `workloads` (see
+    ``report``). Returns a dict of maximum relative errors and timings; raises
     AssertionError when a kernel disagrees with the CPU."""
     device = torch.device(device)
     generator = torch.Generator().manual_seed(1)
-    sizes = [1, 8191, 8193, 70_001, 0, 3]
+    sizes = [1, 8191, 8193, 70_001, 0, 3] + [5, 17] * 25  # > 40 tensors: two launches
     p = sum(sizes)
     result: dict[str, Any] = {}
 
@@ -233,7 +236,7 @@ def gpu_check_lowrank(device: torch.device | str = "cuda") -> dict[str, Any]:
     for wdtype in ops.LOWRANK_WINDOW_DTYPES:
         name = str(wdtype).removeprefix("torch.")
         cpu_window = torch.randn(9, p, generator=generator).to(wdtype)
-        gpu_window = cpu_window.to(device)
+        gpu_window = cpu_window.to(device, copy=True)
         x = torch.randn(p, generator=generator)
         errs = [
             rel(
@@ -252,7 +255,8 @@ def gpu_check_lowrank(device: torch.device | str = "cuda") -> dict[str, Any]:
             split(torch.randn(p, generator=generator)),
             split(torch.rand(p, generator=generator)),
         )
-        m_gpu, v_gpu = [t.to(device) for t in m_cpu], [t.to(device) for t in v_cpu]
+        m_gpu = [t.to(device, copy=True) for t in m_cpu]
+        v_gpu = [t.to(device, copy=True) for t in v_cpu]
         kw = {"beta1": 0.9, "beta2": 0.99, "bias_correction2": 0.5, "eps": 1e-8, "maximize": True}
         s_gpu = ops.lowrank_stats(split(x.to(device)), m_gpu, v_gpu, gpu_window, 9, 2, **kw)
         s_cpu = ops.lowrank_stats(split(x), m_cpu, v_cpu, cpu_window, 9, 2, **kw)
@@ -262,14 +266,14 @@ def gpu_check_lowrank(device: torch.device | str = "cuda") -> dict[str, Any]:
         assert torch.equal(gpu_window.cpu(), cpu_window), f"stats insert differs ({name})"
         coef = torch.randn(10, generator=generator, dtype=torch.float64)
         y_cpu = split(torch.randn(p, generator=generator))
-        y_gpu = [t.to(device) for t in y_cpu]
+        y_gpu = [t.to(device, copy=True) for t in y_cpu]
         ops.lowrank_combine(y_gpu, m_gpu, gpu_window, 9, coef.to(device), 0.9)
         ops.lowrank_combine(y_cpu, m_cpu, cpu_window, 9, coef, 0.9)
         errs.append(rel(torch.cat(y_gpu), torch.cat(y_cpu)))
         result[f"max_rel_err_{name}"] = max(errs)
         assert max(errs) < 1e-5, f"CUDA lowrank kernels disagree with the CPU ({name}): {errs}"
     synchronize(device)
-    for label in ("1e6-r32", "1e7-r32"):
+    for label in workloads:
         row = report([label], device)[0]
         result.update({f"{label}/{k}": v for k, v in row.items() if k != "workload"})
     return result
