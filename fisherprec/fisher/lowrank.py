@@ -16,6 +16,20 @@ from fisherprec import ops
 from fisherprec.fisher._base import FisherEstimator
 
 
+def small_eigh(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch.linalg.eigh of a small (r ≤ 256) matrix. On the CPU it runs on one
+    thread: LAPACK's threaded path costs more in wake-ups than an r×r problem
+    takes (measured 0.07 ms on one thread vs 0.5–86 ms on two for r = 32)."""
+    if matrix.device.type != "cpu" or torch.get_num_threads() == 1:
+        return torch.linalg.eigh(matrix)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return torch.linalg.eigh(matrix)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def window_root_coefficients(
     eigvals: torch.Tensor, normalizer: float | torch.Tensor, damping: float, power: float
 ) -> torch.Tensor:
@@ -118,7 +132,7 @@ class LowRank(FisherEstimator):
         """Eigen-decomposition (s², V) of the weighted Gram matrix σσᵀ ⊙ GᵀG (float64)."""
         if self._eig is None:
             _, weighted, _ = self._weighted()
-            self._eig = torch.linalg.eigh(weighted)
+            self._eig = small_eigh(weighted)
         return self._eig
 
     def _apply(self, vectors: torch.Tensor, coef_of_dots, scale: float) -> torch.Tensor:
@@ -176,4 +190,4 @@ class LowRank(FisherEstimator):
         )
 
 
-__all__ = ["LowRank", "window_root_coefficients"]
+__all__ = ["LowRank", "small_eigh", "window_root_coefficients"]

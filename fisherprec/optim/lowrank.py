@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from fisherprec import ops
+from fisherprec.fisher.lowrank import small_eigh
 from fisherprec.optim._base import (
     FisherOptimizer,
     check_betas,
@@ -254,7 +255,7 @@ class LowRankFisher(FisherOptimizer):
             sigma[slot] = 1.0
             state[INSERTED] = inserted + 1
             s = sigma[:k]
-            eigvals, eigvecs = torch.linalg.eigh(gram[:k, :k] * s[:, None] * s[None, :])
+            eigvals, eigvecs = small_eigh(gram[:k, :k] * s[:, None] * s[None, :])
             state[EIGVALS][:k] = eigvals
             state[EIGVECS][:k, :k] = eigvecs
         coef = _direction_coefficients(
