@@ -186,7 +186,12 @@ def workload_cases(
     ]
 
 
-def report(labels: Sequence[str], device: torch.device | str = "cpu", **timing: Any) -> list[dict]:
+def report(
+    labels: Sequence[str],
+    device: torch.device | str = "cpu",
+    buffer_dtype: torch.dtype = torch.float32,
+    **timing: Any,
+) -> list[dict]:
     """Median times, ratios (plain torch / fisherprec, AdamW / fisherprec) and
     achieved bandwidth of the passes against ``axpy_bandwidth`` measured in the
     same run; one workload's state is freed before the next is built."""
@@ -194,13 +199,13 @@ def report(labels: Sequence[str], device: torch.device | str = "cpu", **timing: 
     timing = {"min_seconds": 0.3, "min_repeats": 3, "max_repeats": 20} | timing
     rows = []
     for label in labels:
-        cases_ = workload_cases(label, device)
+        cases_ = workload_cases(label, device, buffer_dtype)
         axpy = axpy_bandwidth(device)
         times = {
             (c.op, c.impl): statistics.median(time_call(c.run, device, **timing)) for c in cases_
         }
         nbytes = {(c.op, c.impl): c.bytes_per_call for c in cases_}
-        row = {"workload": label, "axpy_GBps": axpy / 1e9}
+        row = {"workload": cases_[0].workload, "axpy_GBps": axpy / 1e9}
         for (op, impl), seconds in times.items():
             row[f"{op}/{impl}_ms"] = seconds * 1e3
             if nbytes[(op, impl)]:
