@@ -523,3 +523,21 @@ def test_gpu_check_runs_its_comparison_and_report_on_any_device():
     device = "cuda" if fp.cuda_available() else "cpu"  # on the CPU it checks CPU against CPU
     result = gpu_check_lowrank(device, workloads=["small"])
     assert result["max_rel_err_float32"] < 1e-5 and result["small/speedup_vs_plain_torch"] > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
+def test_low_precision_and_double_parameters_follow_the_float32_run(dtype, generator):
+    theta = torch.randn(50, generator=generator)
+    grads = [torch.randn(50, generator=generator) for _ in range(4)]
+    results = {}
+    for dt in (torch.float32, dtype):
+        p = torch.nn.Parameter(theta.to(dt, copy=True))
+        opt = fp.optim.LowRankFisher([p], lr=0.1, rank=3)
+        for g in grads:
+            p.grad = g.to(dt)
+            opt.step()
+        assert opt.state[p]["exp_avg"].dtype == torch.float32
+        results[dt] = p.detach().double()
+    tol = {torch.bfloat16: 5e-2, torch.float16: 1e-2, torch.float64: 1e-5}[dtype]
+    err = _rel(results[dtype] - theta.double(), results[torch.float32] - theta.double())
+    assert err <= tol, err
