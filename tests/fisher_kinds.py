@@ -49,4 +49,11 @@ KINDS: list[EstimatorKind] = [
             reference.block_sizes(updates[0].shape[-1], 16),
         ),
     ),
+    # A window of the last 8 of the suite's 11 observations: wraps around.
+    EstimatorKind(
+        name="lowrank",
+        make=lambda p, beta, damping: fp.fisher.LowRank(p, rank=8, damping=damping),
+        expected=lambda updates, beta: reference.window_fisher(updates, rank=8),
+        supports_beta=False,
+    ),
 ]

@@ -282,3 +282,66 @@ def block_fisher_steps(
                 u[sl] = ub
             theta[i] = theta[i] * (1 - lr * weight_decay) - lr * u
     return [x.reshape(p.shape) for x, p in zip(theta, params, strict=True)]
+
+
+def window_fisher(grads: Sequence[torch.Tensor], rank: int, decay: float = 1.0) -> torch.Tensor:
+    """The low-rank window F = Σ_j σ_j² g_j g_jᵀ / Σ_j σ_j² over the last
+    k = min(N, rank) observations (rows of the updates, in order), σ_j =
+    decay^(age), age 0 for the newest; decay = 1 is the mean (1/k) Σ g gᵀ."""
+    rows = torch.cat([g.to(torch.float64).reshape(-1, g.shape[-1]) for g in grads])[-rank:]
+    weights = torch.tensor(
+        [decay ** (len(rows) - 1 - i) for i in range(len(rows))], dtype=torch.float64
+    )
+    weighted = rows * weights[:, None]
+    return weighted.T @ weighted / weights.square().sum()
+
+
+def lowrank_fisher_steps(
+    theta: torch.Tensor,
+    grads: Sequence[torch.Tensor],
+    *,
+    lr: float,
+    rank: int,
+    betas: tuple[float, float],
+    damping: float,
+    update_every: int = 1,
+    graft: bool = True,
+    weight_decay: float = 0.0,
+    eps: float = 1e-8,
+    decay: float = 1.0,
+    rcond: float = 1e-6,
+    maximize: bool = False,
+) -> torch.Tensor:
+    """LowRankFisher on a flat θ, through a dense P×P eigendecomposition of
+    F = Σ σ² g gᵀ / Σ σ²: retained eigenvalues μ > rcond·max μ get
+    (μ + λ)^(-1/2), everything else α = (μ_min retained + λ)^(-1/2);
+    D = that operator applied to m̂; graft γ = ‖m̂/(√v̂+ε)‖ / ‖D‖;
+    θ ← θ(1 − lr·wd) − lr·γ·D. One gradient per step in `grads`."""
+    theta = theta.to(torch.float64).clone()
+    beta1, beta2 = betas
+    m = torch.zeros_like(theta)
+    v = torch.zeros_like(theta)
+    window: list[torch.Tensor] = []
+    for t, g in enumerate(grads, start=1):
+        g = g.to(torch.float64) * (-1.0 if maximize else 1.0)
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g * g
+        if (t - 1) % update_every == 0:
+            window = ([*window, g])[-rank:]
+        weights = torch.tensor(
+            [decay ** (len(window) - 1 - i) for i in range(len(window))], dtype=torch.float64
+        )
+        rows = torch.stack(window) * weights[:, None]
+        fisher = rows.T @ rows / weights.square().sum()
+        mu, q = torch.linalg.eigh(fisher)
+        retained = mu > rcond * mu.max()
+        alpha = (mu[retained].min() + damping) ** -0.5 if retained.any() else damping**-0.5
+        scale = torch.where(retained, (mu.clamp_min(0) + damping) ** -0.5, alpha)
+        m_hat = m / (1 - beta1**t)
+        direction = q @ (scale * (q.T @ m_hat))
+        gamma = 1.0
+        if graft:
+            adam = m_hat / ((v / (1 - beta2**t)).sqrt() + eps)
+            gamma = float(adam.norm() / direction.norm())
+        theta = theta * (1 - lr * weight_decay) - lr * gamma * direction
+    return theta

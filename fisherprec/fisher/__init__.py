@@ -6,6 +6,7 @@ from fisherprec.fisher.block import Block
 from fisherprec.fisher.dense import Dense
 from fisherprec.fisher.diag import Diag
 from fisherprec.fisher.empirical import empirical
+from fisherprec.fisher.lowrank import LowRank
 from fisherprec.fisher.per_sample import per_sample_grads
 
-__all__ = ["Block", "Dense", "Diag", "FisherEstimator", "empirical", "per_sample_grads"]
+__all__ = ["Block", "Dense", "Diag", "FisherEstimator", "LowRank", "empirical", "per_sample_grads"]

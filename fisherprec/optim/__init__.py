@@ -6,5 +6,6 @@ from fisherprec.optim import registry
 from fisherprec.optim._base import FisherOptimizer
 from fisherprec.optim.block import BlockFisher
 from fisherprec.optim.diag import DiagFisher
+from fisherprec.optim.lowrank import LowRankFisher
 
-__all__ = ["BlockFisher", "DiagFisher", "FisherOptimizer", "registry"]
+__all__ = ["BlockFisher", "DiagFisher", "FisherOptimizer", "LowRankFisher", "registry"]

@@ -1,0 +1,313 @@
+"""LowRankFisher: full-matrix preconditioning by the empirical Fisher of a
+window of recent gradients, GGT-style (THEORY.md §4–5)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+
+from fisherprec import ops
+from fisherprec.fisher.lowrank import small_eigh
+from fisherprec.optim._base import (
+    FisherOptimizer,
+    check_betas,
+    check_nonnegative,
+    check_positive_int,
+)
+from fisherprec.optim.registry import OptimizerEntry, register
+
+GRAFTS = ("diag", None)
+# Per-group state, kept in the state of the group's first parameter.
+WINDOW, GRAM, WEIGHTS, EIGVALS, EIGVECS = "window", "gram", "weights", "eigvals", "eigvecs"
+STEP, INSERTED = "step", "inserted"
+EXP_AVG, EXP_AVG_SQ = "exp_avg", "exp_avg_sq"
+
+
+class LowRankFisher(FisherOptimizer):
+    r"""θ ← θ − α F^{-1/2} m̂ with F the empirical Fisher of the last ``rank`` gradients.
+
+    All parameters of a param group form one vector θ ∈ R^P: the Fisher
+    couples them. Per group, a window G ∈ R^{P×r} holds the last r
+    gradients (a ring buffer, one new column every ``update_every`` steps) and
+    K = GᵀG ∈ R^{r×r} (float64) gains one row per inserted gradient from the
+    same pass that stores it. A step is two passes over G:
+
+    .. math::
+        \begin{aligned}
+        &\textbf{pass 1 } (\text{ops.lowrank\_stats}):\ g \leftarrow \pm\nabla,\
+          m \leftarrow \beta_1 m + (1-\beta_1) g,\ v \leftarrow \beta_2 v + (1-\beta_2) g^2,\
+          \text{insert } g,\ a = G^\top g,\ b = G^\top m \\
+        &K_{s,:} = K_{:,s} = a,\quad \sigma\sigma^\top \odot K = V \operatorname{diag}(s^2) V^\top
+          \ (\text{eigh, } r\times r,\ \text{float64}),\quad n = \textstyle\sum\sigma^2 \\
+        &d_j = (s_j^2/n + \lambda)^{-1/2}\ \text{for retained } s_j^2 > \text{rcond}\cdot\max s^2,
+          \qquad \alpha = \max_j d_j \\
+        &D = \alpha \hat m + U \operatorname{diag}(d - \alpha) U^\top \hat m,\quad
+          U = G V \operatorname{diag}(1/s),\ \hat m = m / (1-\beta_1^t) \\
+        &\textbf{pass 2 } (\text{ops.lowrank\_combine}):\
+          \theta \leftarrow \theta (1 - \text{lr}\cdot\text{wd}) - \text{lr}\cdot\gamma\cdot D
+        \end{aligned}
+
+    **The part of m̂ outside span(G).** The exact (F + λI)^{-1/2} scales it by
+    λ^{-1/2}, which explodes for small λ (10⁴ at λ = 10⁻⁸) and lets the
+    directions the window has never seen dominate the step. Following GGT
+    (Agarwal et al. 2019), it is scaled by α = (s²_min/n + λ)^{-1/2}, the
+    factor of the least-curved *retained* direction (eigenvalues of K below
+    ``rcond`` × the largest count as unseen). Seen directions with large
+    gradient variance are shrunk relative to it, which is what
+    preconditioning means; the unseen rest moves like the flattest seen one.
+    Before any nonzero gradient (nothing retained) D = λ^{-1/2} m̂ (m̂ if λ = 0).
+
+    **Grafting.** ``graft="diag"`` (default) sets γ = ‖A‖ / ‖D‖ with A the
+    Adam direction m̂ / (√v̂ + ε) of the same group: the low-rank Fisher
+    picks the direction, Adam the step length (Shampoo's grafting, one scale
+    per group since the group is one vector). Both norms come from r×r
+    algebra on pass-1 sums (‖D‖² = α²‖m̂‖² + 2α bᵀc + cᵀKc), so grafting costs
+    no extra pass. ``graft=None`` uses γ = 1: D itself, whose length is
+    O(√r) for any P, so ``lr`` must then be scaled up accordingly.
+
+    Args:
+        params: parameters or param groups. The parameters of a group must
+            share one device and dtype and be contiguous; a parameter without
+            a gradient in a step counts as a zero gradient (the group is one
+            vector) and is moved by the coupled update.
+        lr: learning rate.
+        rank: window length r (1 ≤ r ≤ 256).
+        betas: (β1, β2): momentum of m and the EMA of v (grafting only).
+        damping: λ inside the root.
+        update_every: insert a gradient (and refresh the r×r eigenbasis) every
+            this many steps; the other steps precondition with the current window.
+        graft: "diag" or None.
+        weight_decay: decoupled, as AdamW.
+        buffer_dtype: storage of the window: float32 (default), bfloat16 (half
+            the memory and traffic; K is computed from the stored values, so it
+            stays the exact Gram matrix of what F uses) or float64.
+        eps: ε of the Adam direction used for grafting.
+        decay: weight of older columns: σ_j = decay^age (1.0: plain window).
+        rcond: relative cutoff of retained eigenvalues.
+        maximize, nonfinite: see :class:`fisherprec.optim.FisherOptimizer`.
+
+    Memory: r·P window entries (4 or 2 bytes each) + 2P float32 moments
+    (P without grafting) + 2r² + 2r float64 per group; see ``memory_bytes()``.
+
+    Example:
+        >>> import torch, fisherprec as fp
+        >>> model = torch.nn.Linear(4, 1)
+        >>> opt = fp.optim.LowRankFisher(model.parameters(), lr=1e-2, rank=8)
+        >>> loss = model(torch.randn(16, 4)).square().mean()
+        >>> loss.backward()
+        >>> opt.step()
+        >>> opt.memory_bytes()
+        1352
+
+    Sources:
+        Agarwal et al., "Efficient Full-Matrix Adaptive Regularization" (GGT), ICML 2019.
+        Guo & Schölkopf, "Physics of Learning" (arXiv 2509.21049), §3.3.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        rank: int = 16,
+        betas: tuple[float, float] = (0.9, 0.999),
+        damping: float = 1e-8,
+        update_every: int = 1,
+        graft: str | None = "diag",
+        weight_decay: float = 0.0,
+        buffer_dtype: torch.dtype = torch.float32,
+        *,
+        eps: float = 1e-8,
+        decay: float = 1.0,
+        rcond: float = 1e-6,
+        maximize: bool = False,
+        nonfinite: str = "propagate",
+    ) -> None:
+        check_positive_int("rank", rank)
+        if rank > ops.LOWRANK_MAX_RANK:
+            raise ValueError(f"Invalid rank value: {rank} (at most {ops.LOWRANK_MAX_RANK})")
+        check_betas(betas)
+        check_nonnegative("damping", damping)
+        check_positive_int("update_every", update_every)
+        if graft not in GRAFTS:
+            raise ValueError(f"Invalid graft value: {graft!r}; choose one of {GRAFTS}")
+        check_nonnegative("weight_decay", weight_decay)
+        if buffer_dtype not in ops.LOWRANK_WINDOW_DTYPES:
+            raise ValueError(f"Invalid buffer_dtype value: {buffer_dtype}")
+        check_nonnegative("epsilon", eps)
+        if not 0.0 < decay <= 1.0:
+            raise ValueError(f"Invalid decay value: {decay} (must be in (0, 1])")
+        if not 0.0 <= rcond < 1.0:
+            raise ValueError(f"Invalid rcond value: {rcond}")
+        defaults = {
+            "lr": lr,
+            "rank": rank,
+            "betas": tuple(betas),
+            "damping": damping,
+            "update_every": update_every,
+            "graft": graft,
+            "weight_decay": weight_decay,
+            "buffer_dtype": buffer_dtype,
+            "eps": eps,
+            "decay": decay,
+            "rcond": rcond,
+            "maximize": maximize,
+            "nonfinite": nonfinite,
+        }
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:
+            group.setdefault("decay", 1.0)
+            group.setdefault("rcond", 1e-6)
+
+    # ------------------------------------------------------------------ step
+    def _group_tensors(
+        self, group: dict[str, Any]
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """All parameters of the group (one vector) and their gradients (zeros where absent)."""
+        params: list[torch.Tensor] = list(group["params"])
+        first = params[0]
+        for i, p in enumerate(params):
+            if p.device != first.device or p.dtype != first.dtype:
+                raise ValueError(
+                    f"LowRankFisher treats a param group as one vector: parameter {i} is "
+                    f"{p.dtype} on {p.device} but parameter 0 is {first.dtype} on {first.device}; "
+                    "put them in separate param groups"
+                )
+            if not p.is_contiguous():
+                raise ValueError(f"LowRankFisher needs contiguous parameters (parameter {i})")
+        grads = [torch.zeros_like(p) if p.grad is None else p.grad.contiguous() for p in params]
+        return params, grads
+
+    def _init_group(self, group: dict[str, Any], params: Sequence[torch.Tensor]) -> dict[str, Any]:
+        state = self.state[params[0]]
+        if WINDOW in state:
+            return state
+        rank, device = group["rank"], params[0].device
+        total = sum(p.numel() for p in params)
+        for p in params:
+            self.state[p][EXP_AVG] = torch.zeros_like(p, dtype=torch.float32)
+            if group["graft"] == "diag":
+                self.state[p][EXP_AVG_SQ] = torch.zeros_like(p, dtype=torch.float32)
+        state[WINDOW] = torch.zeros(rank, total, dtype=group["buffer_dtype"], device=device)
+        f64 = {"dtype": torch.float64, "device": device}
+        state[GRAM] = torch.zeros(rank, rank, **f64)
+        state[WEIGHTS] = torch.zeros(rank, **f64)
+        state[EIGVALS] = torch.zeros(rank, **f64)
+        state[EIGVECS] = torch.zeros(rank, rank, **f64)
+        state[STEP] = 0
+        state[INSERTED] = 0
+        return state
+
+    def _step_group(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        params, grads = self._group_tensors(group)
+        state = self._init_group(group, params)
+        beta1, beta2 = group["betas"]
+        lr, rank, damping = float(group["lr"]), group["rank"], group["damping"]
+        exp_avg = [self.state[p][EXP_AVG] for p in params]
+        exp_avg_sq = [self.state[p][EXP_AVG_SQ] for p in params if EXP_AVG_SQ in self.state[p]]
+
+        step = state[STEP] = state[STEP] + 1
+        insert = (step - 1) % group["update_every"] == 0
+        inserted = state[INSERTED]
+        slot = inserted % rank if insert else None
+        k = min(inserted + 1, rank) if insert else min(inserted, rank)
+        c1, c2 = 1.0 - beta1**step, 1.0 - beta2**step
+
+        stats = ops.lowrank_stats(
+            grads,
+            exp_avg,
+            exp_avg_sq,
+            state[WINDOW],
+            k,
+            slot,
+            beta1=beta1,
+            beta2=beta2,
+            bias_correction2=c2,
+            eps=group["eps"],
+            maximize=group["maximize"],
+        )
+        gram, sigma = state[GRAM], state[WEIGHTS]
+        if insert:
+            gram[slot, :k] = stats[:k]
+            gram[:k, slot] = stats[:k]
+            sigma.mul_(group["decay"])
+            sigma[slot] = 1.0
+            state[INSERTED] = inserted + 1
+            s = sigma[:k]
+            eigvals, eigvecs = small_eigh(gram[:k, :k] * s[:, None] * s[None, :])
+            state[EIGVALS][:k] = eigvals
+            state[EIGVECS][:k, :k] = eigvecs
+        coef = _direction_coefficients(
+            weighted_gram=gram[:k, :k] * sigma[:k, None] * sigma[None, :k],
+            sigma=sigma[:k],
+            eigvals=state[EIGVALS][:k],
+            eigvecs=state[EIGVECS][:k, :k],
+            gm=stats[k : 2 * k],
+            mm=stats[2 * k],
+            adam_norm2=stats[2 * k + 1] if group["graft"] == "diag" else None,
+            c1=c1,
+            damping=damping,
+            rcond=group["rcond"],
+        )
+        ops.lowrank_combine(
+            params, exp_avg, state[WINDOW], k, coef * -lr, 1.0 - lr * group["weight_decay"]
+        )
+
+
+def _direction_coefficients(
+    *,
+    weighted_gram: torch.Tensor,
+    sigma: torch.Tensor,
+    eigvals: torch.Tensor,
+    eigvecs: torch.Tensor,
+    gm: torch.Tensor,
+    mm: torch.Tensor,
+    adam_norm2: torch.Tensor | None,
+    c1: float,
+    damping: float,
+    rcond: float,
+) -> torch.Tensor:
+    """[γα/c1, γ σ⊙c] such that γD = (γα/c1) m + G_raw (γ σ⊙c): the r×r part of
+    a step, all in float64 tensors on the window's device (no host sync)."""
+    n = sigma.square().sum()
+    b = sigma * gm / c1  # G_effᵀ m̂
+    top = eigvals.max()
+    retained = (eigvals > rcond * top) & (eigvals > 0)
+    safe = torch.where(retained, eigvals, torch.ones_like(eigvals))
+    d = (safe / n + damping).rsqrt()
+    fallback = 1.0 / math.sqrt(damping) if damping > 0 else 1.0
+    alpha = torch.where(
+        retained.any(),
+        torch.where(retained, d, torch.zeros_like(d)).max(),
+        torch.tensor(fallback, dtype=torch.float64, device=d.device),
+    )
+    f = torch.where(retained, (d - alpha) / safe, torch.zeros_like(d))
+    c = eigvecs @ (f * (eigvecs.T @ b))  # D = α m̂ + G_eff c
+    if adam_norm2 is None:
+        gamma = torch.ones_like(alpha)
+    else:
+        d_norm2 = (
+            alpha.square() * mm / c1**2 + 2 * alpha * (b @ c) + c @ weighted_gram @ c
+        ).clamp_min(0)
+        gamma = torch.where(
+            d_norm2 > 0, (adam_norm2 / c1**2).sqrt() / d_norm2.sqrt().clamp_min(1e-300), 0.0
+        )
+    return torch.cat([(gamma * alpha / c1).reshape(1), gamma * sigma * c])
+
+
+register(
+    OptimizerEntry(
+        "lowrank",
+        LowRankFisher,
+        {"lr": 1e-3, "rank": 16},
+        fisher="lowrank",
+        description="LowRankFisher: GGT-style window of 16 gradients, Adam-grafted step length",
+    )
+)
