@@ -11,14 +11,8 @@ import torch
 import fisherprec as fp
 from fisherprec.optim import DiagFisher, registry
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is fastest, and immune to a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny tensors: one thread is fastest, and immune to a loaded machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _model(dtype=torch.float32) -> torch.nn.Module:

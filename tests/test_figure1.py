@@ -13,13 +13,8 @@ import torch
 from fisherprec import figure1
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models on a shared machine: one thread avoids oversubscription stalls.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models on a shared machine: one thread avoids oversubscription stalls.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_markov_sampler_and_bayes_predictor(generator: torch.Generator) -> None:
