@@ -12,7 +12,6 @@ import torch
 
 from fisherprec import figure1
 
-
 # Tiny models on a shared machine: one thread avoids oversubscription stalls.
 pytestmark = pytest.mark.usefixtures("one_thread")
 
