@@ -309,7 +309,7 @@ def lowrank_fisher_steps(
     weight_decay: float = 0.0,
     eps: float = 1e-8,
     decay: float = 1.0,
-    rcond: float = 1e-6,
+    rcond: float = 1e-3,
     maximize: bool = False,
 ) -> torch.Tensor:
     """LowRankFisher on a flat θ, through a dense P×P eigendecomposition of

@@ -332,6 +332,8 @@ def _flat_problem(generator, sizes=(7, 1, 30)):
         {"update_every": 3, "decay": 0.8, "rank": 4},
         {"rank": 3, "weight_decay": 0.1, "maximize": True},
         {"betas": (0.0, 0.9), "damping": 1e-3},
+        {"rcond": 1e-6},
+        {"rcond": 0.05, "graft": None, "lr": 1e-2},
     ],
 )
 def test_optimizer_matches_dense_float64_reference(kwargs, generator):
@@ -354,6 +356,7 @@ def test_optimizer_matches_dense_float64_reference(kwargs, generator):
         graft=args.get("graft", "diag") == "diag",
         weight_decay=args.get("weight_decay", 0.0),
         decay=args.get("decay", 1.0),
+        rcond=opt.defaults["rcond"],
         maximize=args.get("maximize", False),
     )
     got = torch.cat([p.detach() for p in params])
@@ -379,6 +382,20 @@ def test_trains_an_mlp_to_a_loss_threshold(buffer_dtype):
     start = _mlp_loss(lambda p: torch.optim.SGD(p, lr=0.0), steps=1)
     loss = _mlp_loss(
         lambda p: fp.optim.LowRankFisher(p, lr=1e-2, rank=16, buffer_dtype=buffer_dtype)
+    )
+    assert loss < 0.05 * start and loss < 0.1, (start, loss)
+
+
+@pytest.mark.parametrize("buffer_dtype", [torch.float32, torch.bfloat16])
+def test_trains_an_mlp_without_grafting(buffer_dtype):
+    # Ungrafted steps are at most ~√r·lr long, so this needs more steps than
+    # the grafted run; with rcond = 1e-6 the loss ended above its start (3.8-6.2).
+    start = _mlp_loss(lambda p: torch.optim.SGD(p, lr=0.0), steps=1)
+    loss = _mlp_loss(
+        lambda p: fp.optim.LowRankFisher(
+            p, lr=1e-2, rank=16, graft=None, buffer_dtype=buffer_dtype
+        ),
+        steps=400,
     )
     assert loss < 0.05 * start and loss < 0.1, (start, loss)
 
