@@ -36,7 +36,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q --benchmark-disable tests
 
 bench: $(STAMP)
-	$(BIN)/python -m pytest -q bench --benchmark-only --benchmark-columns=min,median,mean,stddev,rounds
+	$(BIN)/python -m pytest -q bench -o python_files="bench_*.py" --benchmark-only --benchmark-columns=min,median,mean,stddev,rounds
 
 lint: $(STAMP)
 	$(BIN)/ruff check fisherprec tests bench
