@@ -17,22 +17,13 @@ namespace {
 // threads on a few thousand states, large enough to amortise scheduling.
 constexpr int64_t kStatesPerChunk = 1024;
 
-// The gathers V[s'] are random reads (V of 10^6 states is 8 MB: past L2)
-// while P itself streams. With the max over actions, the A rows of a state
-// already give the out-of-order core enough independent gathers in flight:
-// a software prefetch of the next states' gathers (tried 32 to 512 entries
-// ahead, T0 to NTA) was 10-20% slower on 10^6 × 4 × 8 with 2 threads, since
-// it re-reads the indices and the misses it starts compete for the same miss
-// buffers. With a fixed policy only one row per state is read and the loads
-// are a dependent chain per state: prefetch that row, a few states ahead.
-constexpr int64_t kPrefetchStates = 4;
-
-template <class T, class I>
-inline void prefetch_gathers(const I* indices, const T* v, int64_t begin, int64_t end) {
-#if defined(__GNUC__)
-  for (int64_t j = begin; j < end; ++j) __builtin_prefetch(v + indices[j]);
-#endif
-}
+// No software prefetch: the gathers V[s'] are random reads (V of 10^6 states
+// is 8 MB, past L2) while P streams, and the out-of-order core already keeps
+// enough independent gathers in flight (the A rows of a state; with a fixed
+// policy, the next states). Prefetching the gathers of states ahead (tried
+// 1 to 16 states, T0 to NTA hints) was 5-20% slower on 10^6 × 4 × 8 with
+// 2 threads: it re-reads the indices, and its misses compete for the same
+// miss buffers as the demand loads.
 
 // f(c) for every chunk c, dynamically scheduled: the gathers make the cost of
 // a chunk depend on what else shares the caches, and a static split waits for
@@ -63,10 +54,6 @@ std::pair<double, double> backup(const int64_t* indptr, const I* indices, const 
     double chunk_lo = std::numeric_limits<double>::infinity();
     double chunk_hi = -std::numeric_limits<double>::infinity();
     for (int64_t s = begin; s < end; ++s) {
-      if (policy_in != nullptr && s + kPrefetchStates < num_states) {
-        const int64_t row = (s + kPrefetchStates) * num_actions + policy_in[s + kPrefetchStates];
-        prefetch_gathers(indices, v, indptr[row], indptr[row + 1]);
-      }
       const double delta = bellman_backup_state(s, num_states, num_actions, indptr, indices, values, reward, v,
                                                 gamma, policy_in, v_out, policy_out, q_out);
       chunk_lo = std::min(chunk_lo, delta);
