@@ -17,19 +17,39 @@ namespace {
 // threads on a few thousand states, large enough to amortise scheduling.
 constexpr int64_t kStatesPerChunk = 1024;
 
-// The gathers V[s'] are random reads while P itself streams. Touching V for
-// the stored entries this far ahead of the current state hides their latency
-// (10^6 states × 4 actions × 8 successors, 2 threads: 128 entries ≈ 4 states
-// ahead was ~1.8× faster than no prefetch and than 32 or 512). With a fixed
-// policy only one row per state is read: prefetch that row, a few states ahead.
-constexpr int64_t kPrefetchEntries = 128;
-constexpr int64_t kPrefetchStates = 4;
+// No prefetch of the gathers V[s']: they are random reads (V of 10^6 states
+// is 8 MB, past L2), but the out-of-order core already keeps enough of them
+// in flight. Prefetching the gathers of states ahead (tried 1 to 16 states,
+// T0 to NTA hints) was 5-20% slower on 10^6 × 4 × 8 with 2 threads: it
+// re-reads the indices, and its misses compete for the demand loads' miss
+// buffers. With a fixed policy, P itself no longer streams (one row in A, at
+// a random offset): touching the whole of state s + 8's rows turns the reads
+// back into a stream the hardware follows (~20% faster there; ~8% slower in
+// the max sweep, which streams already).
+constexpr int64_t kStreamAhead = 8;
 
-template <class T, class I>
-inline void prefetch_gathers(const I* indices, const T* v, int64_t begin, int64_t end) {
+template <class X>
+inline void prefetch_stream(const X* x, int64_t begin, int64_t end) {
 #if defined(__GNUC__)
-  for (int64_t j = begin; j < end; ++j) __builtin_prefetch(v + indices[j]);
+  constexpr int64_t kLine = 64 / sizeof(X);
+  for (int64_t j = begin; j < end; j += kLine) __builtin_prefetch(x + j, 0, 0);
 #endif
+}
+
+// f(c) for every chunk c, dynamically scheduled: the gathers make the cost of
+// a chunk depend on what else shares the caches, and a static split waits for
+// the slower thread. Results stay deterministic: each chunk writes its own
+// partials, combined in chunk order.
+template <class F>
+void for_each_chunk(int64_t chunks, int threads, F&& f) {
+#if defined(FISHERPREC_WITH_OPENMP)
+  if (threads > 1 && chunks > 1) {
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 4)
+    for (int64_t c = 0; c < chunks; ++c) f(c);
+    return;
+  }
+#endif
+  for (int64_t c = 0; c < chunks; ++c) f(c);
 }
 
 template <class T, class I>
@@ -38,21 +58,18 @@ std::pair<double, double> backup(const int64_t* indptr, const I* indices, const 
                                  int64_t num_actions, T* v_out, int64_t* policy_out, T* q_out, int threads) {
   if (num_states == 0) return {0.0, 0.0};
   const int64_t chunks = (num_states + kStatesPerChunk - 1) / kStatesPerChunk;
-  const int64_t nnz = indptr[num_states * num_actions];
   std::vector<double> lo(chunks), hi(chunks);
-  parallel_for(chunks, threads, [&](int64_t c) {
+  for_each_chunk(chunks, threads, [&](int64_t c) {
     const int64_t begin = c * kStatesPerChunk;
     const int64_t end = std::min(begin + kStatesPerChunk, num_states);
     double chunk_lo = std::numeric_limits<double>::infinity();
     double chunk_hi = -std::numeric_limits<double>::infinity();
     for (int64_t s = begin; s < end; ++s) {
-      if (policy_in == nullptr) {
-        const int64_t first = indptr[s * num_actions] + kPrefetchEntries;
-        const int64_t last = indptr[(s + 1) * num_actions] + kPrefetchEntries;
-        prefetch_gathers(indices, v, first, last < nnz ? last : nnz);
-      } else if (s + kPrefetchStates < num_states) {
-        const int64_t row = (s + kPrefetchStates) * num_actions + policy_in[s + kPrefetchStates];
-        prefetch_gathers(indices, v, indptr[row], indptr[row + 1]);
+      if (policy_in != nullptr && s + kStreamAhead < num_states) {
+        const int64_t first = indptr[(s + kStreamAhead) * num_actions];
+        const int64_t last = indptr[(s + kStreamAhead + 1) * num_actions];
+        prefetch_stream(values, first, last);
+        prefetch_stream(indices, first, last);
       }
       const double delta = bellman_backup_state(s, num_states, num_actions, indptr, indices, values, reward, v,
                                                 gamma, policy_in, v_out, policy_out, q_out);
