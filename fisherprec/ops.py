@@ -24,7 +24,7 @@ import torch
 
 from fisherprec import _C
 
-__all__ = ["FLOATING_DTYPES", "design_score_step", "sum_of_squares"]
+__all__ = ["FLOATING_DTYPES", "bellman_backup", "design_score_step", "sum_of_squares"]
 
 # Must match csrc/include/fisherprec/common.h:DType.
 _DTYPE_CODES: dict[torch.dtype, int] = {
