@@ -70,6 +70,11 @@ def _check_run_against_its_curve(run, threshold, samples_per_step):
 def test_every_command_module_registers():
     assert "fisherprec.compare" in COMMANDS and "fisherprec.bench" in COMMANDS
     assert main(["--version"]) == 0
+    from fisherprec.cli import build_parser
+
+    help_text = build_parser().format_help()
+    for command in ("demo", "compare", "bench", "kinematics"):
+        assert command in help_text
 
 
 def test_compare_end_to_end_writes_table_json_and_png(tmp_path, capsys):
