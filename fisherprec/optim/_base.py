@@ -19,6 +19,7 @@ import torch
 from fisherprec import ops
 
 NONFINITE_POLICIES = ("propagate", "raise", "skip")
+GRAFTS = ("diag", None)  # graft="diag": rescale each update to the norm of the Adam step
 
 
 def check_lr(lr: float) -> None:
@@ -46,6 +47,16 @@ def check_nonnegative(name: str, value: float) -> None:
 def check_positive_int(name: str, value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"Invalid {name} value: {value!r} (must be a positive int)")
+
+
+def check_power(power: float) -> None:
+    if not (math.isfinite(power) and power > 0.0):
+        raise ValueError(f"Invalid power value: {power}")
+
+
+def check_graft(graft: str | None) -> None:
+    if graft not in GRAFTS:
+        raise ValueError(f"Invalid graft value: {graft!r}; choose one of {GRAFTS}")
 
 
 def check_nonfinite_policy(policy: str) -> None:

@@ -14,14 +14,14 @@ from fisherprec import ops
 from fisherprec.optim._base import (
     FisherOptimizer,
     check_betas,
+    check_graft,
     check_nonnegative,
     check_positive_int,
+    check_power,
 )
 from fisherprec.optim.registry import OptimizerEntry, register
 
 __all__ = ["BlockFisher"]
-
-GRAFTS = ("diag", None)
 
 
 class BlockFisher(FisherOptimizer):
@@ -109,11 +109,9 @@ class BlockFisher(FisherOptimizer):
         check_betas(betas)
         check_nonnegative("damping", damping)
         check_positive_int("update_every", update_every)
-        if graft not in GRAFTS:
-            raise ValueError(f"Invalid graft value: {graft!r}; choose 'diag' or None")
+        check_graft(graft)
         check_nonnegative("weight_decay", weight_decay)
-        if not (math.isfinite(power) and power > 0.0):
-            raise ValueError(f"Invalid power value: {power}")
+        check_power(power)
         check_nonnegative("epsilon", eps)
         defaults = {
             "lr": lr,

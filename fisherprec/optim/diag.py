@@ -7,7 +7,6 @@ update rule. One fused native call per (device, dtype, step) bucket.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
@@ -21,6 +20,7 @@ from fisherprec.optim._base import (
     check_lr,
     check_nonfinite_policy,
     check_nonnegative,
+    check_power,
 )
 from fisherprec.optim.registry import OptimizerEntry, register
 
@@ -28,11 +28,6 @@ __all__ = ["DiagFisher"]
 
 _LOW_PRECISION = (torch.bfloat16, torch.float16)
 _MOMENTS = ("exp_avg", "exp_avg_sq")
-
-
-def _check_power(power: float) -> None:
-    if not (math.isfinite(power) and power > 0.0):
-        raise ValueError(f"Invalid power value: {power}")
 
 
 def _state_dtype(param: torch.Tensor) -> torch.dtype:
@@ -150,7 +145,7 @@ class DiagFisher(FisherOptimizer):
         check_betas(group["betas"])
         check_nonnegative("epsilon", group["eps"])
         check_nonnegative("weight_decay", group["weight_decay"])
-        _check_power(group["power"])
+        check_power(group["power"])
         check_nonfinite_policy(group["nonfinite"])
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:

@@ -14,12 +14,12 @@ from fisherprec.fisher.lowrank import small_eigh
 from fisherprec.optim._base import (
     FisherOptimizer,
     check_betas,
+    check_graft,
     check_nonnegative,
     check_positive_int,
 )
 from fisherprec.optim.registry import OptimizerEntry, register
 
-GRAFTS = ("diag", None)
 # Per-group state, kept in the state of the group's first parameter.
 WINDOW, GRAM, WEIGHTS, EIGVALS, EIGVECS = "window", "gram", "weights", "eigvals", "eigvecs"
 STEP, INSERTED = "step", "inserted"
@@ -151,8 +151,7 @@ class LowRankFisher(FisherOptimizer):
         check_betas(betas)
         check_nonnegative("damping", damping)
         check_positive_int("update_every", update_every)
-        if graft not in GRAFTS:
-            raise ValueError(f"Invalid graft value: {graft!r}; choose one of {GRAFTS}")
+        check_graft(graft)
         check_nonnegative("weight_decay", weight_decay)
         if buffer_dtype not in ops.LOWRANK_WINDOW_DTYPES:
             raise ValueError(f"Invalid buffer_dtype value: {buffer_dtype}")
