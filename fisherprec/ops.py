@@ -21,6 +21,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
 from fisherprec import _C
 
@@ -88,10 +89,7 @@ def check_tensor(
     ndim: int | Sequence[int] | None = None,
 ) -> torch.Tensor:
     """Validate one tensor handed to a kernel; return it (typed)."""
-    if not isinstance(tensor, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
-    if tensor.is_sparse or tensor.layout != torch.strided:
-        raise TypeError(f"{name} must be a dense (strided) tensor, got layout {tensor.layout}")
+    tensor = check_plain_tensor(name, tensor)
     if dtypes is not None and tensor.dtype not in dtypes:
         raise TypeError(f"{name} has dtype {tensor.dtype}; supported: {_names(dtypes)}")
     if device is not None and tensor.device != device:
@@ -147,21 +145,66 @@ def check_tensor_list(
     return tensors
 
 
-def check_no_overlap(named_lists: dict[str, Sequence[torch.Tensor]]) -> None:
-    """Kernels that write must not see two arguments sharing memory."""
-    spans: list[tuple[int, int, str]] = []
+def check_plain_tensor(name: str, tensor: object) -> torch.Tensor:
+    """Raise unless `tensor` is a plain strided tensor (or nn.Parameter) whose
+    memory the kernels can address: no tensor subclass such as DTensor (its
+    data_ptr() is 0: the data lives in its local shard), no sparse layout,
+    no storage-less tensor outside the meta device."""
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
+    if is_traceable_wrapper_subclass(tensor):
+        raise TypeError(
+            f"{name} is a {type(tensor).__name__}, a tensor subclass fisherprec kernels cannot "
+            "address; pass plain tensors (for a DTensor, its .to_local() shard)"
+        )
+    if tensor.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense (strided) tensor, got layout {tensor.layout}")
+    if (
+        not torch.compiler.is_compiling()  # traced tensors have no data pointer to read
+        and tensor.device.type != "meta"
+        and tensor.numel()
+        and not _is_fake(tensor)
+        and tensor.data_ptr() == 0
+    ):
+        raise TypeError(f"{name} has no addressable memory (data_ptr() is 0)")
+    return tensor
+
+
+def check_no_overlap(
+    named_lists: dict[str, Sequence[torch.Tensor]], *, read_only: Sequence[str] = ()
+) -> None:
+    """Raise if a tensor a kernel writes shares memory with any other argument.
+
+    Arguments named in `read_only` may share memory with each other (two
+    reads of one buffer are harmless) but not with a written one. Meta and
+    fake tensors have no memory and are skipped, and so is the whole check
+    while torch.compile traces (it ran, on real tensors, in eager mode)."""
+    if torch.compiler.is_compiling():
+        return
+    spans: list[tuple[int, int, str, bool]] = []
     for name, tensors in named_lists.items():
         for i, t in enumerate(tensors):
-            if t.numel():
+            if t.numel() and t.device.type != "meta" and not _is_fake(t):
                 start = t.data_ptr()
-                spans.append((start, start + t.numel() * t.element_size(), f"{name}[{i}]"))
+                stop = start + t.numel() * t.element_size()
+                spans.append((start, stop, f"{name}[{i}]", name not in read_only))
     spans.sort()
-    end, owner = -1, ""
-    for start, stop, name in spans:
-        if start < end:
-            raise ValueError(f"{owner} and {name} share memory; pass distinct tensors")
-        if stop > end:
-            end, owner = stop, name
+    # Sorted by start, a span overlaps an earlier one iff it starts before the
+    # furthest end seen so far (of any span, or of a written one).
+    end_any, owner_any, end_written, owner_written = -1, "", -1, ""
+    for start, stop, name, written in spans:
+        if written and start < end_any:
+            raise ValueError(f"{owner_any} and {name} share memory; pass distinct tensors")
+        if not written and start < end_written:
+            raise ValueError(f"{owner_written} and {name} share memory; pass distinct tensors")
+        if stop > end_any:
+            end_any, owner_any = stop, name
+        if written and stop > end_written:
+            end_written, owner_written = stop, name
+
+
+def _is_fake(tensor: torch.Tensor) -> bool:
+    return torch._subclasses.fake_tensor.is_fake(tensor)
 
 
 # ------------------------------------------------- reduce (foundation)
@@ -502,6 +545,17 @@ def _(pool, b, c, beta, gamma, eta, s, t, mask, out) -> None:
     return None
 
 
+def _check_betas(beta1: object, beta2: object) -> tuple[float, float]:
+    """The two EMA weights every moment kernel takes, each in [0, 1)."""
+    out = []
+    for name, value in (("beta1", beta1), ("beta2", beta2)):
+        value = _check_finite_scalar(name, value)
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"Invalid {name} value: {value} (must be in [0, 1))")
+        out.append(value)
+    return out[0], out[1]
+
+
 def _check_finite_scalar(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
@@ -571,10 +625,10 @@ def design_score_step(
     beta = _check_finite_scalar("beta", beta)
     gamma = _check_finite_scalar("gamma", gamma)
     eta = _check_finite_scalar("eta", eta)
-    written = {"s": [s], "t": [t], "out": [out]}
-    check_no_overlap(written)
-    for name, tensor in (("pool", pool), ("b", b), ("c", c), ("mask", mask)):
-        check_no_overlap({**written, name: [tensor]})
+    check_no_overlap(
+        {"s": [s], "t": [t], "out": [out], "pool": [pool], "b": [b], "c": [c], "mask": [mask]},
+        read_only=("pool", "b", "c", "mask"),
+    )
     torch.ops.fisherprec.design_score_step(pool, b, c, beta, gamma, eta, s, t, mask, out)
     return out
 
@@ -676,9 +730,7 @@ def _check_diag_hyperparameters(
     for name, value in (("lr", lr), ("eps", eps), ("weight_decay", weight_decay)):
         if not (math.isfinite(value) and value >= 0.0):
             raise ValueError(f"Invalid {name} value: {value}")
-    for name, value in (("beta1", beta1), ("beta2", beta2)):
-        if not (0.0 <= value < 1.0):
-            raise ValueError(f"Invalid {name} value: {value} (must be in [0, 1))")
+    _check_betas(beta1, beta2)
     if not (math.isfinite(step) and step >= 1.0):
         raise ValueError(f"Invalid step value: {step} (the step count after increment, >= 1)")
     if not (math.isfinite(power) and power > 0.0):
@@ -703,13 +755,12 @@ def check_diag_step_args(
     exp_avg_sqs = check_tensor_list(
         "exp_avg_sqs", exp_avg_sqs, dtypes=(torch.float32,), like=params, like_name="params"
     )
-    # grads are only read, but a grad sharing memory with a written buffer
-    # would be read after it is overwritten: all four lists must be disjoint.
-    # (Traced and meta tensors have no memory to compare.)
-    if not torch.compiler.is_compiling() and params[0].device.type != "meta":
-        check_no_overlap(
-            {"params": params, "grads": grads, "exp_avgs": exp_avgs, "exp_avg_sqs": exp_avg_sqs}
-        )
+    # A grad sharing memory with a written buffer would be read after it is
+    # overwritten; grads may share memory with each other (they are only read).
+    check_no_overlap(
+        {"params": params, "grads": grads, "exp_avgs": exp_avgs, "exp_avg_sqs": exp_avg_sqs},
+        read_only=("grads",),
+    )
     return params, grads, exp_avgs, exp_avg_sqs
 
 
@@ -876,7 +927,7 @@ def diag_fisher_update_(
         if not math.isfinite(value):
             raise ValueError(f"Invalid {name} value: {value}")
     if not torch.compiler.is_compiling() and state.device.type != "meta":
-        check_no_overlap({"state": [state], "grads": [grads]})
+        check_no_overlap({"state": [state], "grads": [grads]}, read_only=("grads",))
     batch = grads.reshape(-1, state.shape[0])
     if torch.compiler.is_compiling() or state.device.type == "meta":
         torch.ops.fisherprec.diag_fisher_update(state, batch, old_weight, new_weight)
@@ -1180,7 +1231,7 @@ def block_outer_update_(
     )
     old_weight = _check_finite("old_weight", old_weight)
     new_weight = _check_finite("new_weight", new_weight)
-    check_no_overlap({"states": states, "rows": rows})
+    check_no_overlap({"states": states, "rows": rows}, read_only=("rows",))
     torch.ops.fisherprec.block_outer_update(states, rows, block_size, old_weight, new_weight)
 
 
@@ -1196,7 +1247,9 @@ def block_inv_root_(
     power: float = 0.5,
 ) -> None:
     """In place, per block: R = (scale·F + damping·I)^(-power), eigenvalues of
-    scale·F clamped at 0 first (THEORY.md §5).
+    scale·F at or below its rounding noise (√b·ε·λ_max, ε of the storage dtype)
+    set to 0 first, so that a singular block without damping fails (and falls
+    back) instead of returning amplified noise.
 
     A native batched symmetric eigensolver (Householder + implicit QL, in
     float64 whatever the storage dtype) runs on every block. ``status[t][k]``
@@ -1235,7 +1288,9 @@ def block_inv_root_(
     scale = _check_finite("scale", scale, positive=True)
     damping = _check_finite("damping", damping, nonnegative=True)
     power = _check_finite("power", power, positive=True)
-    check_no_overlap({"states": states, "roots": roots, "status": status})
+    check_no_overlap(
+        {"states": states, "roots": roots, "status": status}, read_only=("states",)
+    )
     torch.ops.fisherprec.block_inv_root(
         states, roots, status, numels, block_size, scale, damping, power
     )
@@ -1289,18 +1344,26 @@ def block_fisher_step_(
     status = _check_blocked(
         "status", status, sizes, block_size, device, dtypes=(torch.int32,), per_block=True
     )
+    beta1, beta2 = _check_betas(beta1, beta2)
     scalars = {
-        "beta1": _check_finite("beta1", beta1, nonnegative=True),
-        "beta2": _check_finite("beta2", beta2, nonnegative=True),
+        "beta1": beta1,
+        "beta2": beta2,
         "step_size": _check_finite("step_size", step_size),
         "inv_c2_root": _check_finite("inv_c2_root", inv_c2_root, positive=True),
         "eps": _check_finite("eps", eps, nonnegative=True),
         "decay": _check_finite("decay", decay),
     }
     check_no_overlap(
-        {"params": params, "grads": grads, "exp_avgs": exp_avgs, "exp_avg_sqs": exp_avg_sqs}
+        {
+            "params": params,
+            "grads": grads,
+            "exp_avgs": exp_avgs,
+            "exp_avg_sqs": exp_avg_sqs,
+            "roots": roots,
+            "status": status,
+        },
+        read_only=("grads", "roots", "status"),
     )
-    check_no_overlap({"params": params, "exp_avgs": exp_avgs, "roots": roots, "status": status})
     torch.ops.fisherprec.block_fisher_step(
         params,
         grads,
@@ -1589,7 +1652,7 @@ def lowrank_insert(
     """
     window, tensors = _check_window(window, columns, tensors)
     slot = _check_slot(slot, columns)
-    check_no_overlap({"window": [window], "tensors": tensors})
+    check_no_overlap({"window": [window], "tensors": tensors}, read_only=("tensors",))
     out = torch.empty(columns, dtype=torch.float64, device=window.device)
     torch.ops.fisherprec.lowrank_dots(window, columns, slot, tensors, out)
     return out
@@ -1634,16 +1697,15 @@ def lowrank_stats(
         exp_avg_sq = check_tensor_list(
             "exp_avg_sq", exp_avg_sq, dtypes=(torch.float32,), like=grads, like_name="grads"
         )
-    for name, value in (("beta1", beta1), ("beta2", beta2)):
-        if not 0.0 <= value < 1.0:
-            raise ValueError(f"Invalid {name} value: {value}")
+    beta1, beta2 = _check_betas(beta1, beta2)
     if not 0.0 < bias_correction2 <= 1.0:
         raise ValueError(f"Invalid bias_correction2 value: {bias_correction2}")
     if not (math.isfinite(eps) and eps >= 0.0):
         raise ValueError(f"Invalid eps value: {eps}")
     slot_code = -1 if slot is None else _check_slot(slot, columns)
     check_no_overlap(
-        {"grads": grads, "exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq, "window": [window]}
+        {"grads": grads, "exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq, "window": [window]},
+        read_only=("grads",),
     )
     out = torch.empty(2 * columns + 2, dtype=torch.float64, device=window.device)
     torch.ops.fisherprec.lowrank_stats(
@@ -1695,5 +1757,8 @@ def lowrank_combine(
     check_tensor("coef", coef, dtypes=(torch.float64,), device=window.device, shape=(columns + 1,))
     if not math.isfinite(decay):
         raise ValueError(f"Invalid decay value: {decay}")
-    check_no_overlap({"out": out, "x": x, "window": [window], "coef": [coef]})
+    check_no_overlap(
+        {"out": out, "x": x, "window": [window], "coef": [coef]},
+        read_only=("x", "window", "coef"),
+    )
     torch.ops.fisherprec.lowrank_combine(out, x, window, columns, coef, float(decay))

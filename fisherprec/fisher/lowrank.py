@@ -19,7 +19,14 @@ from fisherprec.fisher._base import FisherEstimator
 def small_eigh(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """torch.linalg.eigh of a small (r ≤ 256) matrix. On the CPU it runs on one
     thread: LAPACK's threaded path costs more in wake-ups than an r×r problem
-    takes (measured 0.07 ms on one thread vs 0.5–86 ms on two for r = 32)."""
+    takes (measured 0.07 ms on one thread vs 0.5–86 ms on two for r = 32).
+
+    A matrix holding NaN or Inf has no eigendecomposition: the result is then
+    all NaN (propagated, as torch.optim propagates a non-finite gradient)
+    instead of LAPACK's error."""
+    if not bool(torch.isfinite(matrix).all()):
+        nan = torch.full_like(matrix, float("nan"))
+        return nan[..., 0], nan
     if matrix.device.type != "cpu" or torch.get_num_threads() == 1:
         return torch.linalg.eigh(matrix)
     threads = torch.get_num_threads()
@@ -100,6 +107,7 @@ class LowRank(FisherEstimator):
         self.gram = torch.zeros(rank, rank, dtype=torch.float64, device=self.device)
         self.weights = torch.zeros(rank, dtype=torch.float64, device=self.device)  # σ_j
         self.columns = 0  # filled rows: k = min(N, rank)
+        self.inserted = 0  # rows written: the next goes to slot inserted % rank (the oldest)
         self._eig: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # ------------------------------------------------------------- update
@@ -108,7 +116,11 @@ class LowRank(FisherEstimator):
         first = max(0, batch.shape[0] - self.rank)
         for index in range(first, batch.shape[0]):
             row = batch[index]
-            slot = (self.num_observations + index) % self.rank  # ring buffer
+            # Ring buffer: rows fill slots 0, 1, … in order, then replace the
+            # oldest. Counted per written row, not per observation: the rows
+            # skipped above never took a slot.
+            slot = self.inserted % self.rank
+            self.inserted += 1
             self.columns = min(self.columns + 1, self.rank)
             dots = ops.lowrank_insert(self.window, slot, self.columns, [row])
             self.gram[slot, : self.columns] = dots

@@ -66,6 +66,30 @@ def check_nonfinite_policy(policy: str) -> None:
         )
 
 
+def check_loaded_state(
+    optimizer: str, index: int, got: dict[str, Any], want: dict[str, Any]
+) -> None:
+    """Raise unless a loaded per-parameter state `got` has the keys of the
+    fresh state `want` and, for each tensor, its shape."""
+    if set(got) != set(want):
+        raise ValueError(
+            f"state of parameter {index} has keys {sorted(got)}, but {optimizer} keeps "
+            f"{sorted(want)} for it: a checkpoint of another optimizer or other settings?"
+        )
+    for key, ref in want.items():
+        if not isinstance(ref, torch.Tensor):
+            continue
+        value = got[key]
+        if isinstance(value, (int, float)) and ref.dim() == 0:
+            continue  # a step count saved as a Python number
+        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        if shape != tuple(ref.shape):
+            raise ValueError(
+                f"state[{key!r}] of parameter {index} has shape {shape}, expected "
+                f"{tuple(ref.shape)} (a checkpoint of another model?)"
+            )
+
+
 def group_by_device_and_dtype(
     params: Sequence[torch.Tensor],
 ) -> dict[tuple[torch.device, torch.dtype], list[int]]:
@@ -91,12 +115,39 @@ class FisherOptimizer(torch.optim.Optimizer, abc.ABC):
     """
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
-        check_lr(defaults["lr"])
         defaults.setdefault("maximize", False)
         defaults.setdefault("nonfinite", "propagate")
-        check_nonfinite_policy(defaults["nonfinite"])
-        super().__init__(params, defaults)
+        self._check_group(defaults)
+        super().__init__(params, defaults)  # each group goes through add_param_group
         self.skipped_steps = 0
+
+    @classmethod
+    def _check_group(cls, group: dict[str, Any]) -> None:
+        """Raise ValueError for an invalid setting of `group` (or of the defaults).
+
+        Variants extend it with their own hyper-parameters (calling super);
+        it runs on the defaults, on every group added (constructor included)
+        and on every group of a loaded checkpoint, so a step can trust it."""
+        check_lr(group["lr"])
+        check_nonfinite_policy(group["nonfinite"])
+
+    def _check_params(self, group: dict[str, Any]) -> None:
+        """Raise for parameters `group` cannot hold; runs once per added group."""
+        for i, p in enumerate(group["params"]):
+            ops.check_plain_tensor(f"params[{i}]", p)
+        # Two entries sharing memory would be updated twice, concurrently.
+        ops.check_no_overlap({"params": group["params"]})
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """As torch.optim.Optimizer, but the group (defaults filled in) is
+        validated before it is kept: an invalid group leaves the optimizer as it was."""
+        super().add_param_group(param_group)
+        try:
+            self._check_group(self.param_groups[-1])
+            self._check_params(self.param_groups[-1])
+        except Exception:
+            self.param_groups.pop()
+            raise
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
@@ -106,11 +157,31 @@ class FisherOptimizer(torch.optim.Optimizer, abc.ABC):
             group.setdefault("nonfinite", "propagate")
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """As torch.optim.Optimizer, except that state tensors keep their saved
-        dtypes. torch casts floating state to each parameter's dtype (it picks
-        that policy by class name, so a subclass cannot opt out), which would
-        round float32 moments of bfloat16 parameters and turn integer status
-        into floats; keeping the saved dtypes makes resuming bit-identical."""
+        """As torch.optim.Optimizer, but atomic and validated, and state
+        tensors keep their saved dtypes.
+
+        Every loaded group is checked as :meth:`add_param_group` checks a new
+        one, and every loaded per-parameter state must have the keys and
+        shapes this optimizer would create for that parameter
+        (:meth:`_new_state`): a checkpoint of another model or of another
+        variant is refused with a message. When anything raises, the
+        optimizer is left exactly as it was before the call.
+
+        torch casts floating state to each parameter's dtype (it picks that
+        policy by class name, so a subclass cannot opt out), which would round
+        float32 moments of bfloat16 parameters and turn integer status into
+        floats; keeping the saved dtypes makes resuming bit-identical."""
+        # torch's load builds new state and group objects (it never writes
+        # into the current ones), so keeping the attributes is a full backup.
+        backup = dict(self.__dict__)
+        try:
+            self._load_state_dict(state_dict)
+        except Exception:
+            self.__dict__.clear()
+            self.__dict__.update(backup)
+            raise
+
+    def _load_state_dict(self, state_dict: dict[str, Any]) -> None:
         saved = state_dict["state"]
         saved_ids = [pid for g in state_dict["param_groups"] for pid in g["params"]]
         super().load_state_dict(state_dict)  # validates the group layout first
@@ -119,6 +190,23 @@ class FisherOptimizer(torch.optim.Optimizer, abc.ABC):
             for key, value in saved.get(pid, {}).items():
                 if isinstance(value, torch.Tensor) and key != "step":
                     self.state[p][key] = value.to(device=p.device, copy=True)
+        index = 0
+        for group in self.param_groups:
+            self._check_group(group)
+            expected = self._new_state(group, [torch.empty_like(p, device="meta") for p in group["params"]])
+            for p, want in zip(group["params"], expected, strict=True):
+                got = self.state.get(p)
+                if got:
+                    check_loaded_state(type(self).__name__, index, got, want)
+                index += 1
+
+    def _new_state(
+        self, group: dict[str, Any], params: Sequence[torch.Tensor]
+    ) -> list[dict[str, Any]]:
+        """The fresh state of each of `params` (members of `group`), without
+        side effects; `params` may be meta tensors. Variants that create state
+        implement it; load_state_dict checks checkpoints against it."""
+        raise NotImplementedError
 
     def _gather(self, group: dict[str, Any]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Parameters of `group` that have a gradient, and those gradients."""
@@ -140,7 +228,8 @@ class FisherOptimizer(torch.optim.Optimizer, abc.ABC):
     def _grads_are_finite(
         self, group: dict[str, Any], params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]
     ) -> bool:
-        """Apply the group's non-finite policy; False means: skip this group."""
+        """Apply the group's non-finite policy; False means: skip this group.
+        Modifies nothing (with "raise", it raises instead of returning)."""
         policy = group["nonfinite"]
         if policy == "propagate":
             return True
@@ -159,21 +248,32 @@ class FisherOptimizer(torch.optim.Optimizer, abc.ABC):
                             f"non-finite gradient for parameter {i} of shape {tuple(params[i].shape)} "
                             f"in {type(self).__name__}; nothing was modified"
                         )
-                    self.skipped_steps += 1
                     return False
         return True
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Perform one optimization step; `closure` re-evaluates the loss."""
+        """Perform one optimization step; `closure` re-evaluates the loss.
+
+        Atomic across groups: every group is gathered and checked (sparse or
+        complex gradients, the non-finite policy) before any is updated, so a
+        step that raises for its last group has modified nothing."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        todo, skipped = [], 0
         for group in self.param_groups:
             params, grads = self._gather(group)
-            if params and self._grads_are_finite(group, params, grads):
-                self._step_group(group, params, grads)
+            if not params:
+                continue
+            if self._grads_are_finite(group, params, grads):
+                todo.append((group, params, grads))
+            else:
+                skipped += 1
+        self.skipped_steps += skipped
+        for group, params, grads in todo:
+            self._step_group(group, params, grads)
         return loss
 
     @abc.abstractmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -38,7 +38,7 @@ class BlockFisher(FisherOptimizer):
         v \leftarrow \beta_2 v + (1-\beta_2) g^2 \\
         F_b &\leftarrow \beta_2 F_b + (1-\beta_2)\, g_b g_b^\top \\
         R_b &= \big(F_b/(1-\beta_2^t) + \lambda I\big)^{-p}
-            \quad\text{(every \texttt{update\_every} steps; eigenvalues clamped at 0)} \\
+            \quad\text{(every \texttt{update\_every} steps; eigenvalues below rounding noise set to 0)} \\
         a &= \frac{m/(1-\beta_1^t)}{\sqrt{v/(1-\beta_2^t)} + \epsilon}
             \quad\text{(the Adam direction)} \\
         u_b &= R_b\, \hat m_b \cdot \frac{\lVert a_b\rVert}{\lVert R_b \hat m_b\rVert}
@@ -105,14 +105,6 @@ class BlockFisher(FisherOptimizer):
         maximize: bool = False,
         nonfinite: str = "propagate",
     ) -> None:
-        ops._check_block_size(block_size)
-        check_betas(betas)
-        check_nonnegative("damping", damping)
-        check_positive_int("update_every", update_every)
-        check_graft(graft)
-        check_nonnegative("weight_decay", weight_decay)
-        check_power(power)
-        check_nonnegative("epsilon", eps)
         defaults = {
             "lr": lr,
             "block_size": block_size,
@@ -133,20 +125,39 @@ class BlockFisher(FisherOptimizer):
         """Blocks whose inverse root failed, summed over refreshes and parameters."""
         return int(sum(int(s["root_failures"]) for s in self.state.values() if s))
 
-    def _init_state(self, p: torch.Tensor, block_size: int) -> dict[str, Any]:
-        state = self.state[p]
-        if not state:
-            shape = ops.block_shape(p.numel(), block_size)
-            state["step"] = torch.tensor(0.0)
-            state["exp_avg"] = torch.zeros_like(p, dtype=torch.float32)
-            state["exp_avg_sq"] = torch.zeros_like(p, dtype=torch.float32)
-            state["fisher"] = torch.zeros(shape, dtype=torch.float32, device=p.device)
-            state["root"] = torch.zeros(shape, dtype=torch.float32, device=p.device)
-            state["root_status"] = torch.full(
-                shape[:1], ops.ROOT_NONE, dtype=torch.int32, device=p.device
+    @classmethod
+    def _check_group(cls, group: dict[str, Any]) -> None:
+        super()._check_group(group)
+        ops._check_block_size(group["block_size"])
+        check_betas(group["betas"])
+        check_nonnegative("damping", group["damping"])
+        check_positive_int("update_every", group["update_every"])
+        check_graft(group["graft"])
+        check_nonnegative("weight_decay", group["weight_decay"])
+        check_power(group["power"])
+        check_nonnegative("epsilon", group["eps"])
+
+    def _new_state(
+        self, group: dict[str, Any], params: Sequence[torch.Tensor]
+    ) -> list[dict[str, Any]]:
+        states = []
+        for p in params:
+            shape = ops.block_shape(p.numel(), group["block_size"])
+            flat = {"dtype": torch.float32, "memory_format": torch.contiguous_format}
+            states.append(
+                {
+                    "step": torch.tensor(0.0, dtype=torch.float32),
+                    "exp_avg": torch.zeros_like(p, **flat),
+                    "exp_avg_sq": torch.zeros_like(p, **flat),
+                    "fisher": torch.zeros(shape, dtype=torch.float32, device=p.device),
+                    "root": torch.zeros(shape, dtype=torch.float32, device=p.device),
+                    "root_status": torch.full(
+                        shape[:1], ops.ROOT_NONE, dtype=torch.int32, device=p.device
+                    ),
+                    "root_failures": torch.zeros((), dtype=torch.int64),
+                }
             )
-            state["root_failures"] = torch.zeros((), dtype=torch.int64)
-        return state
+        return states
 
     def _step_group(
         self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
@@ -154,14 +165,19 @@ class BlockFisher(FisherOptimizer):
         b = group["block_size"]
         beta1, beta2 = group["betas"]
         lr = float(group["lr"])
-        states = [self._init_state(p, b) for p in params]
+        states = [self.state[p] for p in params]
+        for p, state in zip(params, states, strict=True):
+            if not state:
+                state.update(self._new_state(group, [p])[0])
         # One multi-tensor call per (device, dtype, step count).
         buckets: dict[tuple[torch.device, torch.dtype, float], list[int]] = defaultdict(list)
         for i, (p, s) in enumerate(zip(params, states, strict=True)):
             buckets[(p.device, p.dtype, float(s["step"]))].append(i)
         for (_, _, step), idx in buckets.items():
             t = int(step) + 1
-            ps = [params[i] for i in idx]
+            # The kernel needs contiguous tensors: a strided parameter is
+            # stepped in a contiguous copy and written back.
+            ps = [params[i].contiguous() for i in idx]
             gs = [grads[i].contiguous() for i in idx]
             st = [states[i] for i in idx]
             for s in st:
@@ -199,6 +215,9 @@ class BlockFisher(FisherOptimizer):
                 maximize=group["maximize"],
                 graft=group["graft"] == "diag",
             )
+            for i, work in zip(idx, ps, strict=True):
+                if work is not params[i]:
+                    params[i].copy_(work)
 
 
 register(

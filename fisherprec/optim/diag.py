@@ -8,7 +8,7 @@ update rule. One fused native call per (device, dtype, step) bucket.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -17,8 +17,6 @@ from fisherprec import ops
 from fisherprec.optim._base import (
     FisherOptimizer,
     check_betas,
-    check_lr,
-    check_nonfinite_policy,
     check_nonnegative,
     check_power,
 )
@@ -135,25 +133,16 @@ class DiagFisher(FisherOptimizer):
             "maximize": maximize,
             "nonfinite": nonfinite,
         }
-        self._check_group(defaults)
         super().__init__(params, defaults)
         self._step_views: dict[int, tuple[list[torch.Tensor], torch.Tensor]] = {}
 
-    @staticmethod
-    def _check_group(group: dict[str, Any]) -> None:
-        check_lr(group["lr"])
+    @classmethod
+    def _check_group(cls, group: dict[str, Any]) -> None:
+        super()._check_group(group)
         check_betas(group["betas"])
         check_nonnegative("epsilon", group["eps"])
         check_nonnegative("weight_decay", group["weight_decay"])
         check_power(group["power"])
-        check_nonfinite_policy(group["nonfinite"])
-
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        super().add_param_group(param_group)
-        group = self.param_groups[-1]
-        self._check_group(group)
-        # Two entries sharing memory would be updated twice, concurrently.
-        ops.check_no_overlap({"params": [p for p in group["params"] if p.numel()]})
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
@@ -171,39 +160,37 @@ class DiagFisher(FisherOptimizer):
                     f"{group['weight_decay']}: load it into torch.optim.Adam instead"
                 )
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)  # keeps the saved float32 moments exactly
-        # Validate loaded state once here, so that each step can trust it.
-        for index, (param, state) in enumerate(self.state.items()):
+    def _load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super()._load_state_dict(state_dict)  # checks keys and shapes, keeps saved dtypes
+        # Bring loaded state to the layout each step trusts.
+        for param, state in self.state.items():
             if not state:
                 continue
-            missing = sorted({*_MOMENTS, "step"} - set(state))
-            if missing:
-                raise ValueError(f"state of parameter {index} lacks {missing}")
-            step = state["step"]
-            if not isinstance(step, torch.Tensor):  # checkpoints with a Python number
-                state["step"] = torch.tensor(float(step), dtype=torch.float32)
+            if not isinstance(state["step"], torch.Tensor):  # checkpoints with a Python number
+                state["step"] = torch.tensor(float(state["step"]), dtype=torch.float32)
             for key in _MOMENTS:
-                value = state[key]
-                if not isinstance(value, torch.Tensor) or value.shape != param.shape:
-                    shape = tuple(value.shape) if isinstance(value, torch.Tensor) else value
-                    raise ValueError(
-                        f"state[{key!r}] of parameter {index} has shape {shape}, "
-                        f"expected {tuple(param.shape)} (a checkpoint of another model?)"
-                    )
-                state[key] = value.to(
+                state[key] = state[key].to(
                     dtype=_state_dtype(param),
                     device=param.device,
                     memory_format=torch.contiguous_format,
                 )
 
-    def _init_state(self, param: torch.Tensor, state: dict[str, Any]) -> None:
+    def _new_state(
+        self, group: dict[str, Any], params: Sequence[torch.Tensor]
+    ) -> list[dict[str, Any]]:
         # AdamW's layout; "step" is a CPU float32 scalar (as non-fused torch).
-        state["step"] = torch.tensor(0.0, dtype=torch.float32)
-        for key in _MOMENTS:
-            state[key] = torch.zeros_like(
-                param, dtype=_state_dtype(param), memory_format=torch.contiguous_format
-            )
+        return [
+            {
+                "step": torch.tensor(0.0, dtype=torch.float32),
+                **{
+                    key: torch.zeros_like(
+                        p, dtype=_state_dtype(p), memory_format=torch.contiguous_format
+                    )
+                    for key in _MOMENTS
+                },
+            }
+            for p in params
+        ]
 
     def _step_group(
         self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
@@ -229,7 +216,7 @@ class DiagFisher(FisherOptimizer):
         for i, (p, g) in enumerate(zip(params, grads, strict=True)):
             state = all_state[p]
             if not state:
-                self._init_state(p, state)
+                state.update(self._new_state(group, [p])[0])
             m, v = state["exp_avg"], state["exp_avg_sq"]
             steps.append(state["step"])
             moments.append((m, v))

@@ -145,21 +145,6 @@ class LowRankFisher(FisherOptimizer):
         maximize: bool = False,
         nonfinite: str = "propagate",
     ) -> None:
-        check_positive_int("rank", rank)
-        if rank > ops.LOWRANK_MAX_RANK:
-            raise ValueError(f"Invalid rank value: {rank} (at most {ops.LOWRANK_MAX_RANK})")
-        check_betas(betas)
-        check_nonnegative("damping", damping)
-        check_positive_int("update_every", update_every)
-        check_graft(graft)
-        check_nonnegative("weight_decay", weight_decay)
-        if buffer_dtype not in ops.LOWRANK_WINDOW_DTYPES:
-            raise ValueError(f"Invalid buffer_dtype value: {buffer_dtype}")
-        check_nonnegative("epsilon", eps)
-        if not 0.0 < decay <= 1.0:
-            raise ValueError(f"Invalid decay value: {decay} (must be in (0, 1])")
-        if not 0.0 <= rcond < 1.0:
-            raise ValueError(f"Invalid rcond value: {rcond}")
         defaults = {
             "lr": lr,
             "rank": rank,
@@ -184,48 +169,82 @@ class LowRankFisher(FisherOptimizer):
             group.setdefault("rcond", DEFAULT_RCOND)
 
     # ------------------------------------------------------------------ step
-    def _group_tensors(
-        self, group: dict[str, Any]
-    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """All parameters of the group (one vector) and their gradients (zeros where absent)."""
-        params: list[torch.Tensor] = list(group["params"])
-        first = params[0]
+    @classmethod
+    def _check_group(cls, group: dict[str, Any]) -> None:
+        super()._check_group(group)
+        rank = group["rank"]
+        check_positive_int("rank", rank)
+        if rank > ops.LOWRANK_MAX_RANK:
+            raise ValueError(f"Invalid rank value: {rank} (at most {ops.LOWRANK_MAX_RANK})")
+        check_betas(group["betas"])
+        check_nonnegative("damping", group["damping"])
+        check_positive_int("update_every", group["update_every"])
+        check_graft(group["graft"])
+        check_nonnegative("weight_decay", group["weight_decay"])
+        if group["buffer_dtype"] not in ops.LOWRANK_WINDOW_DTYPES:
+            raise ValueError(f"Invalid buffer_dtype value: {group['buffer_dtype']}")
+        check_nonnegative("epsilon", group["eps"])
+        decay, rcond = group["decay"], group["rcond"]
+        if not (isinstance(decay, (int, float)) and 0.0 < decay <= 1.0):
+            raise ValueError(f"Invalid decay value: {decay} (must be in (0, 1])")
+        if not (isinstance(rcond, (int, float)) and 0.0 <= rcond < 1.0):
+            raise ValueError(f"Invalid rcond value: {rcond} (must be in [0, 1))")
+
+    def _check_params(self, group: dict[str, Any]) -> None:
+        super()._check_params(group)
+        params = group["params"]
         for i, p in enumerate(params):
-            if p.device != first.device or p.dtype != first.dtype:
+            if p.device != params[0].device or p.dtype != params[0].dtype:
                 raise ValueError(
                     f"LowRankFisher treats a param group as one vector: parameter {i} is "
-                    f"{p.dtype} on {p.device} but parameter 0 is {first.dtype} on {first.device}; "
-                    "put them in separate param groups"
+                    f"{p.dtype} on {p.device} but parameter 0 is {params[0].dtype} on "
+                    f"{params[0].device}; put them in separate param groups"
                 )
             if not p.is_contiguous():
-                raise ValueError(f"LowRankFisher needs contiguous parameters (parameter {i})")
-        grads = [torch.zeros_like(p) if p.grad is None else p.grad.contiguous() for p in params]
-        return params, grads
+                raise ValueError(
+                    f"LowRankFisher needs contiguous parameters (parameter {i} has strides "
+                    f"{p.stride()}); pass p.contiguous() copies or use another optimizer for it"
+                )
 
-    def _init_group(self, group: dict[str, Any], params: Sequence[torch.Tensor]) -> dict[str, Any]:
-        state = self.state[params[0]]
-        if WINDOW in state:
-            return state
+    def _new_state(
+        self, group: dict[str, Any], params: Sequence[torch.Tensor]
+    ) -> list[dict[str, Any]]:
+        """m (and v with grafting) per parameter; the group's window, Gram matrix
+        and eigenbasis in the state of its first parameter."""
+        states: list[dict[str, Any]] = []
+        for p in params:
+            state = {EXP_AVG: torch.zeros_like(p, dtype=torch.float32)}
+            if group["graft"] == "diag":
+                state[EXP_AVG_SQ] = torch.zeros_like(p, dtype=torch.float32)
+            states.append(state)
         rank, device = group["rank"], params[0].device
         total = sum(p.numel() for p in params)
-        for p in params:
-            self.state[p][EXP_AVG] = torch.zeros_like(p, dtype=torch.float32)
-            if group["graft"] == "diag":
-                self.state[p][EXP_AVG_SQ] = torch.zeros_like(p, dtype=torch.float32)
-        state[WINDOW] = torch.zeros(rank, total, dtype=group["buffer_dtype"], device=device)
         f64 = {"dtype": torch.float64, "device": device}
-        state[GRAM] = torch.zeros(rank, rank, **f64)
-        state[WEIGHTS] = torch.zeros(rank, **f64)
-        state[EIGVALS] = torch.zeros(rank, **f64)
-        state[EIGVECS] = torch.zeros(rank, rank, **f64)
-        state[STEP] = 0
-        state[INSERTED] = 0
-        return state
+        states[0].update(
+            {
+                WINDOW: torch.zeros(rank, total, dtype=group["buffer_dtype"], device=device),
+                GRAM: torch.zeros(rank, rank, **f64),
+                WEIGHTS: torch.zeros(rank, **f64),
+                EIGVALS: torch.zeros(rank, **f64),
+                EIGVECS: torch.zeros(rank, rank, **f64),
+                STEP: 0,
+                INSERTED: 0,
+            }
+        )
+        return states
+
+    def _init_group(self, group: dict[str, Any], params: Sequence[torch.Tensor]) -> dict[str, Any]:
+        if WINDOW not in self.state[params[0]]:
+            for p, new in zip(params, self._new_state(group, params), strict=True):
+                self.state[p].update(new)
+        return self.state[params[0]]
 
     def _step_group(
         self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
     ) -> None:
-        params, grads = self._group_tensors(group)
+        # The group is one vector: a parameter without a gradient counts as zeros.
+        params = list(group["params"])
+        grads = [torch.zeros_like(p) if p.grad is None else p.grad.contiguous() for p in params]
         state = self._init_group(group, params)
         beta1, beta2 = group["betas"]
         lr, rank, damping = float(group["lr"]), group["rank"], group["damping"]

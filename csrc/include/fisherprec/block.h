@@ -244,7 +244,8 @@ FP_BLOCK_HD bool tridiagonal_ql(double* V, double* d, double* e, int64_t n) {
 FP_HD int64_t block_root_workspace(int64_t s) { return s * s + 6 * s; }
 
 // R = (scale·F + λI)^(-power) for one s×s block (leading dimension ld for F
-// and R), eigenvalues clamped at 0 before damping. `work` holds
+// and R), eigenvalues at or below the rounding noise √s·ε·λ_max set to 0
+// before damping. `work` holds
 // block_root_workspace(s) doubles. On failure R is filled with NaN.
 template <class S>
 FP_BLOCK_HD int32_t block_inv_root(const S* F, S* R, int64_t ld, int64_t s, double scale, double damping,
@@ -268,8 +269,16 @@ FP_BLOCK_HD int32_t block_inv_root(const S* F, S* R, int64_t ld, int64_t s, doub
     if (!tridiagonal_ql(V, d, e, s)) status = kRootNoConvergence;
   }
   if (status == kRootOk) {
-    for (int64_t c = 0; c < s; ++c) {  // d ← (max(d,0) + λ)^(-power)
-      const double x = fmax(d[c], 0.0) + damping;
+    // Eigenvalues within the rounding error of the statistic (√s·ε·λ_max, ε
+    // of its storage type: ‖δF‖₂ ≤ ‖δF‖_F ≲ √s·ε·‖F‖₂) are zero: without damping their roots would be
+    // noise amplified by up to 1/sqrt(ε), so such a block has no root and
+    // falls back (kRootNonFiniteOutput) instead of passing as a good one.
+    double top = 0.0;
+    for (int64_t c = 0; c < s; ++c) top = fmax(top, d[c]);
+    const double unit = sizeof(S) == 4 ? 1.1920928955078125e-07 : 2.220446049250313e-16;
+    const double noise = sqrt(static_cast<double>(s)) * unit * top;
+    for (int64_t c = 0; c < s; ++c) {  // d ← (max(d,0) + λ)^(-power), noise → 0
+      const double x = (d[c] > noise ? d[c] : 0.0) + damping;
       d[c] = power == 0.5 ? 1.0 / sqrt(x) : power == 0.25 ? 1.0 / sqrt(sqrt(x)) : pow(x, -power);
       if (!isfinite(d[c])) status = kRootNonFiniteOutput;
     }
