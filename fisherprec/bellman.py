@@ -610,15 +610,15 @@ class _FiniteMDP:
         policy: torch.Tensor | None = None,
         with_q: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float, float]:
-        v_new, greedy, q, delta = ops.bellman_backup(
+        v_new, greedy, q, delta = ops._bellman_backup_checked(
             self.indptr,
             self.indices,
             self.values,
             self.reward,
             v,
             gamma,
-            policy=policy,
-            with_q=with_q,
+            policy,
+            with_q,
             check_structure=False,  # checked once in _as_mdp
         )
         lo, hi = delta.tolist()

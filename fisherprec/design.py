@@ -545,6 +545,14 @@ def _greedy(
 ) -> GreedyResult:
     """:func:`greedy` with the scoring step as a parameter (the benchmark swaps in torch)."""
     pool, total = _check_pool(pool)
+    # The choices are invariant under pool → pool/c while XᵀX scales by c⁻²:
+    # select on a pool of unit scale (c a power of two, so dividing is exact)
+    # so that neither XᵀX nor its inverse leaves float64 for a pool scaled
+    # by 1e±200, and convert ε and λ back to the pool's own units.
+    scale = _power_of_two_scale(pool)
+    if scale != 1.0:
+        pool = pool / scale
+        total = float(ops.sum_of_squares([pool]))
     num, p = pool.shape
     n = _check_int("n", n, 1)
     if n > num:
@@ -599,8 +607,16 @@ def _greedy(
                 s, t = _quadratic_forms(pool, b_mat, m)
                 b, c, beta, gamma = zeros, zeros, 0.0, 0.0
         if defined:  # B is exact at the switch, then kept by Sherman–Morrison (λ = 0)
-            errors[k] = sigma2 * (1.0 + _trace_with(b_mat, m))
-    return GreedyResult(indices=indices, errors=errors, ridge=lam)
+            # tr(B M) of the original pool is tr(B' M)/c²; inf only if it
+            # exceeds float64 itself.
+            errors[k] = sigma2 * (1.0 + _trace_with(b_mat, m) / scale / scale)
+    return GreedyResult(indices=indices, errors=errors, ridge=lam * scale * scale)
+
+
+def _power_of_two_scale(pool: torch.Tensor) -> float:
+    """2^⌊log2 max|x_ij|⌋ (1.0 for an all-zero pool)."""
+    largest = float(pool.abs().amax())
+    return 2.0 ** math.floor(math.log2(largest)) if largest > 0 else 1.0
 
 
 # ------------------------------------------------------------- Frank-Wolfe

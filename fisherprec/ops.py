@@ -421,7 +421,6 @@ def bellman_backup(
     *,
     policy: torch.Tensor | None = None,
     with_q: bool = False,
-    check_structure: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One synchronous Bellman backup of a finite MDP in one native pass.
 
@@ -447,8 +446,6 @@ def bellman_backup(
         gamma: discount factor in [0, 1].
         policy: optional (S,) int64 actions in [0, A) to evaluate.
         with_q: also return Q as (S, A) (not with ``policy``).
-        check_structure: validate ``indptr``/``indices`` (O(nnz)); pass False
-            only for a structure already checked with :func:`check_csr_structure`.
 
     Returns:
         ``(v_new, policy, q, delta_range)``: V' (S,), the greedy actions (S,)
@@ -466,7 +463,31 @@ def bellman_backup(
         ...                                          torch.tensor([0.0, 2.0], dtype=torch.float64), 0.5)
         >>> v_new
         tensor([2., 1.], dtype=torch.float64)
+
+    The CSR structure is validated on every call (O(nnz): row offsets
+    non-decreasing from 0 to nnz, successors in [0, S)); the solvers of
+    :mod:`fisherprec.bellman` validate it once per problem instead.
     """
+    return _bellman_backup_checked(
+        indptr, indices, values, reward, v, gamma, policy, with_q, check_structure=True
+    )
+
+
+def _bellman_backup_checked(
+    indptr: torch.Tensor,
+    indices: torch.Tensor,
+    values: torch.Tensor,
+    reward: torch.Tensor,
+    v: torch.Tensor,
+    gamma: float,
+    policy: torch.Tensor | None,
+    with_q: bool,
+    *,
+    check_structure: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """bellman_backup; ``check_structure=False`` is for callers that ran
+    check_csr_structure on these very tensors (private: out-of-range indices
+    would reach the native kernel)."""
     reward = check_tensor("reward", reward, dtypes=BELLMAN_DTYPES, ndim=2)
     num_states, num_actions = reward.shape
     if num_actions == 0:

@@ -76,8 +76,8 @@ def cases(sizes: Sequence[str] | None, device: torch.device) -> list[BenchCase]:
         ops.check_csr_structure(P.indptr, P.indices, S)
 
         def native(P=P, reward=reward, v=v):
-            v_new, policy, _, _ = ops.bellman_backup(
-                P.indptr, P.indices, P.values, reward, v, GAMMA, check_structure=False
+            v_new, policy, _, _ = ops._bellman_backup_checked(
+                P.indptr, P.indices, P.values, reward, v, GAMMA, None, False, check_structure=False
             )
             return v_new, policy
 

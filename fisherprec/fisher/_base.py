@@ -69,6 +69,8 @@ class FisherEstimator(abc.ABC):
         batch = g.reshape(-1, self.num_params)
         if batch.shape[0] == 0:
             raise ValueError("g holds no observations (B = 0)")
+        if not bool(torch.isfinite(batch).all()):
+            raise ValueError("g holds NaN or Inf; the estimator is unchanged")
         if self.beta is None:  # running mean over all observations
             n, b = self.num_observations, batch.shape[0]
             old_weight, new_weight = n / (n + b), 1.0 / (n + b)

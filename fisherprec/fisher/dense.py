@@ -31,7 +31,13 @@ class Dense(FisherEstimator):
 
     def _update(self, batch: torch.Tensor, old_weight: float, new_weight: float) -> None:
         g = batch.to(torch.float64)
-        self.state.mul_(old_weight).addmm_(g.T, g, alpha=new_weight)
+        new = torch.addmm(self.state, g.T, g, beta=old_weight, alpha=new_weight)
+        if not bool(torch.isfinite(new).all()):  # e.g. gradients of 1e200: g gᵀ ~ 1e400
+            raise ValueError(
+                "the Fisher of these gradients overflows float64 (largest |g| = "
+                f"{float(batch.abs().amax()):.3g}); rescale the loss. The estimator is unchanged"
+            )
+        self.state = new
 
     def _fisher(self) -> torch.Tensor:
         return self.state * self.bias_correction

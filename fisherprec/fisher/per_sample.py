@@ -49,6 +49,19 @@ def per_sample_grads(
     params = {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
     if not params:
         raise ValueError("model has no trainable parameters")
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.training:
+            raise ValueError(
+                f"module {name or type(module).__name__} ({type(module).__name__}) is in train "
+                "mode: it normalises by batch statistics, so a sample's loss depends on the "
+                "whole batch and per-sample gradients are undefined; call model.eval() first "
+                "(running statistics) or use LayerNorm/GroupNorm"
+            )
+    batch = inputs.shape[0]
+    if batch == 0:  # vmap needs a sample; the answer is empty
+        if not flatten:
+            return {k: v.new_zeros((0, *v.shape)) for k, v in params.items()}
+        return torch.cat([v.new_zeros(0, v.numel()) for v in params.values()], dim=1)
     buffers = {k: v.detach() for k, v in model.named_buffers()}
 
     def sample_loss(p: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -60,5 +73,4 @@ def per_sample_grads(
     )
     if not flatten:
         return grads
-    batch = inputs.shape[0]
     return torch.cat([g.reshape(batch, -1) for g in grads.values()], dim=1)

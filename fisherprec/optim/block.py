@@ -154,7 +154,8 @@ class BlockFisher(FisherOptimizer):
                     "root_status": torch.full(
                         shape[:1], ops.ROOT_NONE, dtype=torch.int32, device=p.device
                     ),
-                    "root_failures": torch.zeros((), dtype=torch.int64),
+                    # On the parameter's device: counting needs no host sync.
+                    "root_failures": torch.zeros((), dtype=torch.int64, device=p.device),
                 }
             )
         return states
@@ -197,7 +198,7 @@ class BlockFisher(FisherOptimizer):
                     power=group["power"],
                 )
                 for s in st:
-                    s["root_failures"] += (s["root_status"] != ops.ROOT_OK).sum().cpu()
+                    s["root_failures"] += (s["root_status"] != ops.ROOT_OK).sum()
             ops.block_fisher_step_(
                 ps,
                 gs,
