@@ -1309,9 +1309,7 @@ def block_inv_root_(
     scale = _check_finite("scale", scale, positive=True)
     damping = _check_finite("damping", damping, nonnegative=True)
     power = _check_finite("power", power, positive=True)
-    check_no_overlap(
-        {"states": states, "roots": roots, "status": status}, read_only=("states",)
-    )
+    check_no_overlap({"states": states, "roots": roots, "status": status}, read_only=("states",))
     torch.ops.fisherprec.block_inv_root(
         states, roots, status, numels, block_size, scale, damping, power
     )

@@ -191,9 +191,17 @@ class FisherOptimizer(torch.optim.Optimizer, abc.ABC):
                 if isinstance(value, torch.Tensor) and key != "step":
                     self.state[p][key] = value.to(device=p.device, copy=True)
         index = 0
-        for group in self.param_groups:
-            self._check_group(group)
-            expected = self._new_state(group, [torch.empty_like(p, device="meta") for p in group["params"]])
+        for number, group in enumerate(self.param_groups):
+            try:
+                self._check_group(group)
+            except KeyError as missing:
+                raise ValueError(
+                    f"param group {number} of the checkpoint lacks {missing.args[0]!r}, which "
+                    f"{type(self).__name__} needs: a checkpoint of another optimizer?"
+                ) from None
+            expected = self._new_state(
+                group, [torch.empty_like(p, device="meta") for p in group["params"]]
+            )
             for p, want in zip(group["params"], expected, strict=True):
                 got = self.state.get(p)
                 if got:
