@@ -135,7 +135,7 @@ def test_failed_load_leaves_the_optimizer_as_it_was(name, generator):
     _set_grads(other, generator)
     donor.step()
     snapshot = _snapshot(opt)
-    with pytest.raises(ValueError, match="shape|keys"):
+    with pytest.raises(ValueError, match=r"shape|keys"):
         opt.load_state_dict(donor.state_dict())
     _assert_unchanged(opt, snapshot)
     for p in params:  # a zero-gradient step after the failed load moves nothing foreign
@@ -162,7 +162,7 @@ def test_cross_variant_load_is_refused(source, target, generator):
     opt = _build(target, params)
     opt.step()
     snapshot = _snapshot(opt)
-    with pytest.raises(ValueError, match="another optimizer|shape|Invalid"):
+    with pytest.raises(ValueError, match=r"another optimizer|shape|Invalid"):
         opt.load_state_dict(donor.state_dict())
     _assert_unchanged(opt, snapshot)
 
@@ -389,7 +389,7 @@ def test_per_sample_grads_names_batchnorm_in_train_mode(generator):
         torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2)
     )
     x, y = torch.randn(6, 3, generator=generator), torch.randn(6, 2, generator=generator)
-    with pytest.raises(ValueError, match="BatchNorm1d.*train mode"):
+    with pytest.raises(ValueError, match=r"BatchNorm1d.*train mode"):
         fp.fisher.per_sample_grads(model, torch.nn.functional.mse_loss, x, y)
     model.eval()  # running statistics: per-sample gradients are defined
     assert fp.fisher.per_sample_grads(model, torch.nn.functional.mse_loss, x, y).shape[0] == 6
