@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 EXTRAS ?= test,plot,progress,rl,dev
 STAMP  := $(VENV)/.fisherprec-installed
 
-.PHONY: all install demo test bench lint cuda-check clean
+.PHONY: all install demo test fuzz bench lint cuda-check clean
 
 all: test
 
@@ -34,6 +34,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q --benchmark-disable tests
+
+# The long fuzz profile (5,000 cases per area, each area in a subprocess).
+fuzz: $(STAMP)
+	FISHERPREC_FUZZ=long $(BIN)/python -m pytest -q -s tests/test_fuzz.py
 
 bench: $(STAMP)
 	$(BIN)/python -m pytest -q bench -o python_files="bench_*.py" --benchmark-only --benchmark-columns=min,median,mean,stddev,rounds

@@ -83,6 +83,13 @@ def check_loaded_state(
         if isinstance(value, (int, float)) and ref.dim() == 0:
             continue  # a step count saved as a Python number
         shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        if isinstance(value, torch.Tensor) and (
+            value.is_complex() or value.is_floating_point() != ref.is_floating_point()
+        ):
+            raise ValueError(
+                f"state[{key!r}] of parameter {index} has dtype {value.dtype}, expected "
+                f"{'a real floating' if ref.is_floating_point() else 'an integer'} dtype like {ref.dtype}"
+            )
         if shape != tuple(ref.shape):
             raise ValueError(
                 f"state[{key!r}] of parameter {index} has shape {shape}, expected "
