@@ -10,7 +10,7 @@ other than ``"fisherprec"`` registered for the same (variant, op, workload).
 
 Example:
     >>> from fisherprec.bench import run_bench
-    >>> result = run_bench(None, None, "cpu", bandwidth_numel=1 << 16, min_seconds=0.01)
+    >>> result = run_bench(["diag"], ["gpt2-tiny"], "cpu", bandwidth_numel=1 << 16, min_seconds=0.01)
     >>> sorted(result["bandwidth"])
     ['axpy_bytes_per_s', 'copy_bytes_per_s', 'numel']
 """

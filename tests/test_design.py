@@ -568,13 +568,6 @@ def test_greedy_errors_stay_exact_over_many_sherman_morrison_steps(generator):
     )
 
 
-def test_docstring_examples_run():
-    import doctest
-
-    failures, tried = doctest.testmod(design, optionflags=doctest.ELLIPSIS)
-    assert tried > 10 and failures == 0
-
-
 class _StandInDiag(fp.fisher.FisherEstimator):
     """A minimal diagonal estimator (mean of g ⊙ g) standing in for fisher.Diag,
     so that the diagonal closed form of fisher_active is tested in every build."""

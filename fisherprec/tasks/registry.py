@@ -12,7 +12,7 @@ Example:
     >>> task = registry.get("regression")
     >>> problem = task.make(seed=0, device=torch.device("cpu"))
     >>> inputs, targets = problem.batch()
-    >>> float(problem.loss(problem.model(inputs), targets)) > 0
+    >>> float(problem.loss(problem.model(inputs), targets).detach()) > 0
     True
 """
 
