@@ -270,6 +270,28 @@ def test_block_without_damping_falls_back_on_singular_blocks(generator):
     assert opt.root_failures > 0
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_block_root_treats_eigenvalues_below_rounding_noise_as_zero(seed):
+    """A float32 block with eigenvalues 2e-7·λ_max (below √b·ε32 ≈ 4.8e-7, so
+    within its rounding error) has no trustworthy root without damping; the
+    same spectrum in float64 storage is far above its noise and has one."""
+    b = 16
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(b, b, generator=g, dtype=torch.float64))
+    spectrum = torch.cat([torch.ones(3), torch.full((b - 3,), 2e-7)]).double()
+    block = ((q * spectrum) @ q.T)[None]
+    for dtype, expected in (
+        (torch.float32, ops.ROOT_NONFINITE_OUTPUT),
+        (torch.float64, ops.ROOT_OK),
+    ):
+        F = block.to(dtype).contiguous()
+        R, status = torch.empty_like(F), torch.empty(1, dtype=torch.int32)
+        ops.block_inv_root_([F], [R], [status], [b], b, damping=0.0)
+        assert int(status[0]) == expected, dtype
+    want = (q * spectrum.rsqrt()) @ q.T
+    torch.testing.assert_close(R[0], want, rtol=1e-6, atol=1e-6 * float(want.abs().max()))
+
+
 # 9. meta tensors: "share memory" from data_ptr() == 0
 @pytest.mark.parametrize("name", FISHER_OPTIMIZERS)
 def test_optimizers_build_and_step_on_meta_parameters(name):
