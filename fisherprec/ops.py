@@ -525,6 +525,9 @@ def _bellman_backup_checked(
         indptr, indices, values, reward, v, float(gamma), policy, bool(with_q)
     )
 
+
+if CUDA_BUILT:
+
     @_design_score_step.register_kernel("cuda")
     def _design_score_step_cuda(
         pool: torch.Tensor,

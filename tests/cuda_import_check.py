@@ -2,7 +2,9 @@
 
 Run by `make cuda-check` on machines that may have no GPU and no driver: the
 module must import (static CUDA runtime) and report CUDA as built; asking for
-devices must either count them or raise a clean RuntimeError.
+devices must either count them or raise a clean RuntimeError; and, imported
+as the fisherprec package, every op in torch.ops.fisherprec must have a CUDA
+kernel (a registration left unreachable is found here, without a GPU).
 """
 
 import importlib.util
@@ -27,6 +29,35 @@ def main(root: str) -> int:
         print("cuda devices:", module.cuda_device_count())
     except RuntimeError as err:  # no driver here: reported, not a crash
         print("no usable CUDA device (expected without a GPU):", err)
+    return check_cuda_kernels(root)
+
+
+def check_cuda_kernels(root: str) -> int:
+    """Import the built package itself and list ops without a CUDA kernel."""
+    # An editable install redirects `import fisherprec` to the source tree
+    # from sys.meta_path, ahead of sys.path: take it out for this process.
+    sys.meta_path[:] = [
+        f for f in sys.meta_path if type(f).__name__ != "ScikitBuildRedirectingFinder"
+    ]
+    sys.path.insert(0, str(pathlib.Path(root).resolve()))
+    for name in [m for m in sys.modules if m == "fisherprec" or m.startswith("fisherprec.")]:
+        del sys.modules[name]
+    import fisherprec.ops as ops
+
+    assert ops.CUDA_BUILT, "the package imported is not the CUDA build"
+    namespace = torch.ops.fisherprec
+    missing = [
+        name
+        for name in dir(namespace)
+        if isinstance(getattr(namespace, name, None), torch._ops.OpOverloadPacket)
+        and not torch._C._dispatch_has_kernel_for_dispatch_key(
+            getattr(namespace, name).default.name(), "CUDA"
+        )
+    ]
+    print("ops:", sorted(n for n in dir(namespace) if not n.startswith("_")))
+    if missing:
+        print(f"error: ops without a CUDA kernel: {missing}", file=sys.stderr)
+        return 1
     return 0
 
 
