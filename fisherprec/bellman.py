@@ -749,6 +749,19 @@ def _csr_parts(P: object) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int
         if P.dim() != 3:
             raise ValueError(f"a sparse COO P must have shape (A, S, S), got {tuple(P.shape)}")
         A, S, _ = P.shape
+        if A < 1 or S < 1:
+            raise ValueError(f"P must have at least one state and one action, got {tuple(P.shape)}")
+        # torch does not check COO indices against the size unless asked to: an index
+        # out of range would reach the native backup. Check every axis before coalescing.
+        raw = P._indices()
+        for axis, (label, size) in enumerate((("a", A), ("s", S), ("s'", S))):
+            bad = (raw[axis] < 0) | (raw[axis] >= size)
+            if bool(bad.any()):
+                j = int(bad.nonzero()[0])
+                raise ValueError(
+                    f"P (sparse COO) has {label} index {int(raw[axis, j])} outside [0, {size}) "
+                    f"at entry {j}; the indices of P must lie within its shape {tuple(P.shape)}"
+                )
         P = P.transpose(0, 1).coalesce()  # (S, A, S), sorted by (s, a, s'): rows in order
         idx = P.indices()
         return _indptr(idx[0] * A + idx[1], S * A), idx[2], P.values(), S, A
