@@ -21,8 +21,8 @@ Example:
     >>> import torch
     >>> from fisherprec import sequential
     >>> x = torch.tensor([[0, 0, 1, 0]])
-    >>> sequential.kt_nll(x, alphabet=2).exp().reciprocal()  # 1 / p(x_t | x_<t)
-    tensor([[2.0000, 1.3333, 4.0000, 1.6000]], dtype=torch.float64)
+    >>> (-sequential.kt_nll(x, alphabet=2)).exp()  # p(x_t | x_<t) = (n + ½) / (t − 1 + 1)
+    tensor([[0.5000, 0.7500, 0.1667, 0.6250]], dtype=torch.float64)
 """
 
 from __future__ import annotations

@@ -165,3 +165,14 @@ def test_bad_input_is_refused() -> None:
         sequential.ctw_nll([[1, 2]], depth=8)
     with pytest.raises(ValueError, match="Invalid alphabet value: 1"):
         sequential.kt_nll([[0]], alphabet=1)
+
+
+def test_docstring_example() -> None:
+    import doctest
+
+    finder, runner = doctest.DocTestFinder(), doctest.DocTestRunner()
+    tests = finder.find(sequential)
+    assert sum(len(t.examples) for t in tests) >= 3
+    for test in tests:
+        runner.run(test)
+    assert runner.summarize(verbose=False).failed == 0
