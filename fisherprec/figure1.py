@@ -427,8 +427,12 @@ def _stdlib_part(
     context, length = STDLIB_CONTEXT, STDLIB_SEQUENTIAL_LENGTH
     steps = max(10, round(1500 * scale))
     num_eval = max(64, round(2048 * scale))  # bytes are noisy: many windows
-    # Fewer training bytes at small scales: reading and hashing files is not free.
-    corpus = load_stdlib_corpus(max_bytes=max(200_000, round(2_000_000 * min(1.0, scale))))
+    # The whole stdlib at scale 1 (about 10 MB): 1500 steps of 16 windows then see
+    # each training byte less than once, so the held-out curve measures what
+    # generalises rather than what was memorised (on 2 MB, 2.5 passes, the train
+    # loss fell to 1.45 nats while the held-out loss stayed near 2.3). Fewer bytes
+    # at small scales: reading files is not free.
+    corpus = load_stdlib_corpus(max_bytes=max(200_000, round(20_000_000 * min(1.0, scale))))
     torch.manual_seed(seed)
     model = TinyTransformer(VOCAB_SIZE, context, d_model=128, n_layers=2, n_heads=4)
     gen = torch.Generator().manual_seed(seed)
@@ -616,10 +620,16 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "--scale",
         type=float,
         default=1.0,
-        help="multiplies training steps and evaluation sizes (default: %(default)s)",
+        help="multiplies training steps and evaluation sizes: 1.0 (default) makes the "
+        "figures of docs/figure1 (minutes per part on 2 CPU cores), 0.01 runs in seconds",
     )
     parser.add_argument(
-        "--parts", nargs="+", choices=PARTS, default=list(PARTS), help="which panels to make"
+        "--parts",
+        nargs="+",
+        choices=PARTS,
+        default=list(PARTS),
+        help="which panels to make; the others keep their entries of an existing "
+        "figure1.json in --out",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")

@@ -679,6 +679,15 @@ def _log_bins(T: int, per_decade: int = 5) -> list[tuple[int, int]]:
     return [(s, e) for s, e in itertools.pairwise(edges) if e > s]
 
 
+def _bin_slope(values: torch.Tensor, stderr: torch.Tensor) -> tuple[float, float]:
+    """Least-squares slope of ``values`` against their positions, and its standard
+    error from the per-position ``stderr`` (taken as independent)."""
+    t = torch.arange(values.numel(), dtype=torch.float64)
+    centred = t - t.mean()
+    weights = centred / centred.pow(2).sum()
+    return float((weights * values).sum()), float((weights.pow(2) * stderr.pow(2)).sum().sqrt())
+
+
 def plot_kinematics(
     curves: dict[str, torch.Tensor | Curve],
     *,
@@ -692,9 +701,10 @@ def plot_kinematics(
 
     Left: v(t) = E[−log p(x_t | x_<t)] per position with ±2 standard-error
     bands (log-scaled position axis). Right: a(t) = E[v(t+1) − v(t)], averaged
-    over geometric bins of positions (the mean slope of v in each bin, with
-    its ±2 s.e. band), against the zero line: below zero is deceleration of
-    the loss, i.e. learning.
+    over geometric bins of positions (the least-squares slope of v over all
+    positions of each bin, with its ±2 s.e. band treating positions as
+    independent), against the zero line: below zero is deceleration of the
+    loss, i.e. learning.
 
     Args:
         curves: label → (T,) velocity or :class:`Curve` (e.g. from
@@ -738,10 +748,9 @@ def plot_kinematics(
         bins = _log_bins(mean.numel())
         if bins:
             centers = torch.tensor([math.sqrt((s + 1) * (e + 1)) for s, e in bins])
-            slope = torch.tensor([float(mean[e] - mean[s]) / (e - s) for s, e in bins])
-            slope_se = torch.tensor(
-                [math.sqrt(float(se[e] ** 2 + se[s] ** 2)) / (e - s) for s, e in bins]
-            )
+            fits = [_bin_slope(mean[s : e + 1], se[s : e + 1]) for s, e in bins]
+            slope = torch.tensor([fit[0] for fit in fits])
+            slope_se = torch.tensor([fit[1] for fit in fits])
             all_slopes += slope.abs().tolist()
             ax_a.plot(centers.numpy(), slope.numpy(), marker=".", color=line.get_color(),
                       label=label, lw=1.2)  # fmt: skip
