@@ -382,3 +382,15 @@ def test_weights_and_curve_objects_are_checked_too() -> None:
     assert report.num_positions == 9
     with pytest.raises(ValueError, match=r"curves\['x'\] must be one curve"):
         kin.plot_kinematics({"x": torch.ones(2, 5)})
+
+
+def test_acceleration_panel_slope_is_the_least_squares_slope(generator: torch.Generator) -> None:
+    from fisherprec.kinematics import _bin_slope
+
+    for n in (2, 3, 11):
+        t = torch.arange(n, dtype=torch.float64)
+        values = 0.3 - 0.07 * t + 0.01 * torch.randn(n, generator=generator, dtype=torch.float64)
+        slope, se = _bin_slope(values, torch.full((n,), 0.5, dtype=torch.float64))
+        want = torch.linalg.lstsq(torch.stack([torch.ones(n), t], 1).double(), values).solution
+        assert slope == pytest.approx(float(want[1]), abs=1e-12)
+        assert se == pytest.approx(0.5 / math.sqrt(float(((t - t.mean()) ** 2).sum())))
