@@ -25,13 +25,14 @@ Finite MDPs (stochastic transitions, discount γ ∈ [0, 1)) are solved by
 :func:`value_iteration`, :func:`policy_iteration` and
 :func:`q_value_iteration` on a native Bellman backup
 (:func:`fisherprec.ops.bellman_backup`); :func:`from_gymnasium` reads a
-toy-text environment's transition table.
+toy-text environment's transition table into an :class:`MDP`, which every
+solver takes as it is (``value_iteration(mdp, gamma)``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,7 @@ import torch
 from fisherprec import ops
 
 __all__ = [
+    "MDP",
     "CSRTransitions",
     "LQRSolution",
     "MDPSolution",
@@ -585,6 +587,59 @@ class MDPSolution:
 
 
 @dataclass(frozen=True)
+class MDP:
+    """A finite MDP as data: what the solvers need besides γ.
+
+    Every solver takes it in place of ``(P, R)``: ``value_iteration(mdp, gamma)``
+    (tol and max_iter then go by keyword). It unpacks like the pair it holds,
+    ``P, R = mdp``, so code written for ``(P, R)`` tuples keeps working (then
+    pass ``episodic=mdp.episodic`` yourself).
+
+    Attributes:
+        transitions: P(s'|s, a) in any form the solvers accept (a dense
+            (A, S, S) tensor, a :class:`CSRTransitions`, a torch sparse tensor).
+        rewards: (S, A) expected rewards r(s, a), or (A, S, S) R(a, s, s').
+        episodic: rows of P may sum to less than 1, the missing mass being
+            the probability that the episode ends after (s, a) (no
+            continuation value). The solvers use it unless told otherwise.
+        terminal: optional (S,) bool mask of the states in which an episode
+            ends (for :func:`from_gymnasium`, those a ``done`` outcome arrives
+            at). Informative: the solvers read everything they need off P,
+            whose rows already leave out the transitions into them.
+    """
+
+    transitions: Any
+    rewards: torch.Tensor
+    episodic: bool = False
+    terminal: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.episodic, bool):
+            raise TypeError(f"MDP.episodic must be a bool, got {type(self.episodic).__name__}")
+        if self.terminal is not None:
+            terminal = self.terminal
+            if not isinstance(terminal, torch.Tensor) or terminal.dtype != torch.bool:
+                raise TypeError("MDP.terminal must be a bool tensor of shape (S,) or None")
+            if terminal.shape != (self.num_states,):
+                raise ValueError(
+                    f"MDP.terminal has shape {tuple(terminal.shape)}, expected "
+                    f"({self.num_states},) = (S,)"
+                )
+
+    @property
+    def num_actions(self) -> int:
+        return int(self.transitions.shape[0])
+
+    @property
+    def num_states(self) -> int:
+        return int(self.transitions.shape[-1])
+
+    def __iter__(self) -> Iterator[Any]:
+        """``P, R = mdp``: the tuple form of :func:`from_gymnasium` before it returned an MDP."""
+        return iter((self.transitions, self.rewards))
+
+
+@dataclass(frozen=True)
 class _FiniteMDP:
     """A validated MDP in the kernel's layout."""
 
@@ -694,6 +749,19 @@ def _csr_parts(P: object) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int
         if P.dim() != 3:
             raise ValueError(f"a sparse COO P must have shape (A, S, S), got {tuple(P.shape)}")
         A, S, _ = P.shape
+        if A < 1 or S < 1:
+            raise ValueError(f"P must have at least one state and one action, got {tuple(P.shape)}")
+        # torch does not check COO indices against the size unless asked to: an index
+        # out of range would reach the native backup. Check every axis before coalescing.
+        raw = P._indices()
+        for axis, (label, size) in enumerate((("a", A), ("s", S), ("s'", S))):
+            bad = (raw[axis] < 0) | (raw[axis] >= size)
+            if bool(bad.any()):
+                j = int(bad.nonzero()[0])
+                raise ValueError(
+                    f"P (sparse COO) has {label} index {int(raw[axis, j])} outside [0, {size}) "
+                    f"at entry {j}; the indices of P must lie within its shape {tuple(P.shape)}"
+                )
         P = P.transpose(0, 1).coalesce()  # (S, A, S), sorted by (s, a, s'): rows in order
         idx = P.indices()
         return _indptr(idx[0] * A + idx[1], S * A), idx[2], P.values(), S, A
@@ -788,6 +856,33 @@ def _as_mdp(P: object, R: object, episodic: bool, dtype: torch.dtype) -> _Finite
     )
 
 
+def _solver_inputs(
+    P: object, R: object, gamma: object, episodic: bool | None
+) -> tuple[object, object, Any, bool]:
+    """(P, R, gamma, episodic) from either call form: ``solver(P, R, gamma)`` or
+    ``solver(mdp, gamma)``, where the MDP's second positional slot holds γ."""
+    if isinstance(P, MDP):
+        if R is not None:
+            if getattr(R, "ndim", 0) != 0 or isinstance(R, (list, tuple)):  # an array, not γ
+                raise TypeError(
+                    "R is part of the MDP: call solver(mdp, gamma), not solver(mdp, R, gamma)"
+                )
+            if gamma is not None:
+                raise TypeError(
+                    "with an MDP the second argument is gamma: call solver(mdp, gamma, tol=...), "
+                    "passing tol and max_iter by keyword"
+                )
+            gamma = R
+        if gamma is None:
+            raise TypeError("missing gamma: call solver(mdp, gamma)")
+        return P.transitions, P.rewards, gamma, P.episodic if episodic is None else episodic
+    if R is None:
+        raise TypeError("missing R: call solver(P, R, gamma) or solver(mdp, gamma)")
+    if gamma is None:
+        raise TypeError("missing gamma: call solver(P, R, gamma)")
+    return P, R, gamma, bool(episodic)
+
+
 def _check_solver_args(gamma: float, tol: float, max_iter: int) -> None:
     if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0.0 <= gamma < 1.0:
         raise ValueError(f"Invalid gamma value: {gamma} (need 0 <= gamma < 1)")
@@ -822,8 +917,11 @@ _GUARANTEE = """
     exit and ``converged`` whether it is ≤ tol."""
 
 _ARGS = """
+    Call it as ``solver(P, R, gamma, ...)`` or, with an :class:`MDP` (e.g. from
+    :func:`from_gymnasium`), as ``solver(mdp, gamma, tol=..., ...)``.
+
     Args:
-        P: transition probabilities P(s'|s, a): a dense (A, S, S) tensor or
+        P: an :class:`MDP`, or the transition probabilities P(s'|s, a): a dense (A, S, S) tensor or
             numpy array, a :class:`CSRTransitions`, a torch sparse CSR tensor of
             shape (A·S, S) (rows a·S + s) or (A, S, S) (batched), or a torch
             sparse COO tensor of shape (A, S, S). Entries ≥ 0; every row sums to 1
@@ -836,17 +934,18 @@ _ARGS = """
             probability that the episode ends after (s, a), which earns its
             reward and no continuation value (a terminal state's rows are all
             zero, so V(s) = max_a r(s, a)). :func:`from_gymnasium` builds P so.
+            None (default): ``P.episodic`` for an :class:`MDP`, else False.
         dtype: compute dtype, float64 (default) or float32."""
 
 
 def value_iteration(
     P: object,
-    R: object,
-    gamma: float,
+    R: object = None,
+    gamma: float | None = None,
     tol: float = 1e-8,
     max_iter: int = 100_000,
     *,
-    episodic: bool = False,
+    episodic: bool | None = None,
     dtype: torch.dtype = torch.float64,
 ) -> MDPSolution:
     r"""Solve a finite discounted MDP by value iteration on the native backup:
@@ -868,6 +967,7 @@ def value_iteration(
         >>> sol.V, sol.policy
         (tensor([4.], dtype=torch.float64), tensor([1]))
     """
+    P, R, gamma, episodic = _solver_inputs(P, R, gamma, episodic)
     _check_solver_args(gamma, tol, max_iter)
     mdp = _as_mdp(P, R, episodic, dtype)
     v = mdp.reward.new_zeros(mdp.num_states)
@@ -894,12 +994,12 @@ def value_iteration(
 
 def q_value_iteration(
     P: object,
-    R: object,
-    gamma: float,
+    R: object = None,
+    gamma: float | None = None,
     tol: float = 1e-8,
     max_iter: int = 100_000,
     *,
-    episodic: bool = False,
+    episodic: bool | None = None,
     dtype: torch.dtype = torch.float64,
 ) -> MDPSolution:
     r"""Solve a finite discounted MDP by Q iteration on the native backup:
@@ -919,6 +1019,7 @@ def q_value_iteration(
         >>> q_value_iteration(P, R, gamma=0.5).Q   # Q*(s, a) = r(s, a) + γ V*
         tensor([[3., 4.]], dtype=torch.float64)
     """
+    P, R, gamma, episodic = _solver_inputs(P, R, gamma, episodic)
     _check_solver_args(gamma, tol, max_iter)
     mdp = _as_mdp(P, R, episodic, dtype)
     q = mdp.reward.new_zeros(mdp.num_states, mdp.num_actions)
@@ -987,12 +1088,12 @@ def _evaluate(
 
 def policy_iteration(
     P: object,
-    R: object,
-    gamma: float,
+    R: object = None,
+    gamma: float | None = None,
     tol: float = 1e-8,
     max_iter: int = 100_000,
     *,
-    episodic: bool = False,
+    episodic: bool | None = None,
     dtype: torch.dtype = torch.float64,
 ) -> MDPSolution:
     r"""Solve a finite discounted MDP by policy iteration: evaluate π exactly
@@ -1021,6 +1122,7 @@ def policy_iteration(
         >>> policy_iteration(P, R, gamma=0.5).V
         tensor([4.], dtype=torch.float64)
     """
+    P, R, gamma, episodic = _solver_inputs(P, R, gamma, episodic)
     _check_solver_args(gamma, tol, max_iter)
     mdp = _as_mdp(P, R, episodic, dtype)
     v = mdp.reward.new_zeros(mdp.num_states)
@@ -1060,14 +1162,17 @@ for _solver in (value_iteration, q_value_iteration, policy_iteration):
 # ---------------------------------------------------------------- gymnasium
 def from_gymnasium(
     env: object, *, sparse: bool = False, dtype: torch.dtype = torch.float64, **make_kwargs: Any
-) -> tuple[torch.Tensor | CSRTransitions, torch.Tensor]:
-    """(P, R) from a toy-text environment's transition table ``env.unwrapped.P``
+) -> MDP:
+    """The :class:`MDP` of a toy-text environment's transition table ``env.unwrapped.P``
     (FrozenLake, Taxi, CliffWalking, or any env with a table of the same form:
     ``P[s][a] = [(probability, next_state, reward, done), ...]``).
 
     A ``done`` outcome ends the episode: it contributes its reward to
     r(s, a) = Σ p·reward but no continuation, so its probability is left out of
-    P. Rows of P therefore sum to at most 1: solve with ``episodic=True``.
+    P. Rows of P therefore sum to at most 1, and the MDP says so
+    (``episodic=True``): every solver takes it as it is,
+    ``value_iteration(mdp, gamma)``. ``P, R = from_gymnasium(...)`` still
+    unpacks the pair (then pass ``episodic=True`` to the solver yourself).
 
     Args:
         env: a gymnasium environment, or an environment id passed to
@@ -1077,7 +1182,12 @@ def from_gymnasium(
         dtype: floating dtype of P and R.
 
     Returns:
-        ``(P, R)`` with R of shape (S, A).
+        An :class:`MDP`: ``transitions`` P (dense (A, S, S), or
+        :class:`CSRTransitions` with ``sparse=True``), ``rewards`` R (S, A),
+        ``episodic=True`` and the ``terminal`` mask (S,) of the states in which
+        an episode ends (those a ``done`` outcome arrives at: FrozenLake's holes
+        and goal, CliffWalking's goal). Their values never enter a
+        continuation, since the outcomes that reach them are left out of P.
 
     Raises:
         ImportError: gymnasium is not installed (``pip install 'fisherprec[rl]'``).
@@ -1085,9 +1195,13 @@ def from_gymnasium(
     Example:
         >>> import gymnasium
         >>> from fisherprec.bellman import from_gymnasium, value_iteration
-        >>> P, R = from_gymnasium(gymnasium.make("FrozenLake-v1", map_name="4x4"))
-        >>> sol = value_iteration(P, R, gamma=0.9, episodic=True)
-        >>> round(float(sol.V[0]), 4)
+        >>> mdp = from_gymnasium(gymnasium.make("FrozenLake-v1", map_name="4x4"))
+        >>> round(float(value_iteration(mdp, 0.9).V[0]), 4)
+        0.0689
+        >>> int(mdp.terminal.sum())   # 4 holes and the goal
+        5
+        >>> P, R = mdp                # the tuple form
+        >>> round(float(value_iteration(P, R, 0.9, episodic=True).V[0]), 4)
         0.0689
     """
     try:
@@ -1122,6 +1236,7 @@ def from_gymnasium(
     cols: list[int] = []
     probs: list[float] = []
     reward = torch.zeros(S, A, dtype=torch.float64)
+    terminal = torch.zeros(S, dtype=torch.bool)  # where a `done` outcome arrives
     for s in range(S):
         actions = table.get(s)
         if not isinstance(actions, dict) or len(actions) != A:
@@ -1135,7 +1250,9 @@ def from_gymnasium(
                         f"env.unwrapped.P[{s}][{a}] leads to state {s_next} outside [0, {S})"
                     )
                 reward[s, a] += p * float(r)
-                if not done:  # a finished episode has no continuation value
+                if done:
+                    terminal[s_next] = True
+                else:  # a finished episode has no continuation value
                     rows.append(s * A + a)
                     cols.append(s_next)
                     probs.append(p)
@@ -1155,7 +1272,7 @@ def from_gymnasium(
     )
     if not sparse:
         P = P.to_dense()
-    return P, reward.to(dtype)
+    return MDP(transitions=P, rewards=reward.to(dtype), episodic=True, terminal=terminal)
 
 
 # ------------------------------------------------------------------ helpers

@@ -124,6 +124,25 @@ def _per_token(
     return out
 
 
+def _one_curve(name: str, values: Any, *, allow_nan: bool = False) -> torch.Tensor:
+    """``values`` as a float64 (T,) tensor: exactly one curve, finite (or NaN
+    where ``allow_nan``, e.g. the standard error of a single stream)."""
+    try:
+        out = torch.as_tensor(values, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"{name} must be a 1-D sequence of numbers: {err}") from err
+    if out.dim() != 1:
+        raise ValueError(
+            f"{name} must be one curve, a 1-D tensor of shape (T,), got shape "
+            f"{tuple(out.shape)}; for several streams pass one at a time or their mean"
+        )
+    bad = torch.isinf(out) if allow_nan else ~torch.isfinite(out)
+    if bool(bad.any()):
+        t = int(bad.nonzero()[0])
+        raise ValueError(f"{name} must be finite, got {float(out[t])} at position {t}")
+    return out.detach()
+
+
 def _mean_and_stderr(per_stream: torch.Tensor) -> torch.Tensor | Curve:
     if per_stream.dim() == 1:
         return per_stream
@@ -324,6 +343,19 @@ def in_context_curve(
 
 
 # ---------------------------------------------------------- deceleration
+def _curve_weights(weights: Any, curve: torch.Tensor, name: str) -> torch.Tensor:
+    if weights is None:
+        return torch.ones_like(curve)
+    w = _one_curve("weights", weights)
+    if w.shape != curve.shape:
+        raise ValueError(
+            f"weights of shape {tuple(w.shape)} must match {name} of shape {tuple(curve.shape)}"
+        )
+    if bool((w <= 0).any()):
+        raise ValueError("weights must be finite and positive")
+    return w
+
+
 def isotonic_decreasing(y: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
     """Weighted least-squares non-increasing fit of ``y`` (pool adjacent violators).
 
@@ -334,18 +366,8 @@ def isotonic_decreasing(y: torch.Tensor, weights: torch.Tensor | None = None) ->
         >>> fp.kinematics.isotonic_decreasing(torch.tensor([3.0, 1.0, 2.0, 0.0]))
         tensor([3.0000, 1.5000, 1.5000, 0.0000], dtype=torch.float64)
     """
-    y = torch.as_tensor(y, dtype=torch.float64).reshape(-1)
-    w = (
-        torch.ones_like(y)
-        if weights is None
-        else torch.as_tensor(weights, dtype=torch.float64).reshape(-1)
-    )
-    if w.shape != y.shape:
-        raise ValueError(
-            f"weights of shape {tuple(w.shape)} must match y of shape {tuple(y.shape)}"
-        )
-    if bool((w <= 0).any()) or not bool(torch.isfinite(w).all()):
-        raise ValueError("weights must be finite and positive")
+    y = _one_curve("y", y)
+    w = _curve_weights(weights, y, "y")
     # Stack of blocks (mean, weight, length), kept non-increasing in mean.
     means: list[float] = []
     wsum: list[float] = []
@@ -451,10 +473,10 @@ def fit_power_law_floor(
     Returns:
         (v∞, A, α, weighted RMS residual); NaNs when fewer than 3 points.
     """
-    v = torch.as_tensor(v, dtype=torch.float64).reshape(-1)
+    v = _one_curve("v", v)
+    w = _curve_weights(weights, v, "v")
     if v.numel() < 3:
         return (math.nan,) * 4  # type: ignore[return-value]
-    w = torch.ones_like(v) if weights is None else weights.to(torch.float64)
     t = torch.arange(1, v.numel() + 1, dtype=torch.float64)
     best = (math.inf, math.nan, math.nan, math.nan)
     for alpha in torch.logspace(math.log10(0.02), math.log10(4.0), 120, dtype=torch.float64):
@@ -483,8 +505,8 @@ def fit_power_law_floor(
 def _as_curve(curve: Any) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """(mean, stderr or None, per-stream matrix or None) from any accepted input."""
     if isinstance(curve, Curve):
-        mean = torch.as_tensor(curve.mean, dtype=torch.float64).reshape(-1)
-        se = torch.as_tensor(curve.stderr, dtype=torch.float64).reshape(-1)
+        mean = _one_curve("curve.mean", curve.mean)
+        se = _one_curve("curve.stderr", curve.stderr, allow_nan=True)
         if se.shape != mean.shape:
             raise ValueError("curve.stderr must have the shape of curve.mean")
         return mean, se, None
@@ -595,10 +617,7 @@ def deceleration(
 def _errors_1d(errors: Any, name: str) -> torch.Tensor:
     if isinstance(errors, Curve):
         errors = errors.mean
-    out = torch.as_tensor(errors, dtype=torch.float64)
-    if out.dim() != 1:
-        raise ValueError(f"{name} must be 1-D (one error per observation), got {tuple(out.shape)}")
-    return out
+    return _one_curve(name, errors)
 
 
 def time_to_threshold(
@@ -660,6 +679,15 @@ def _log_bins(T: int, per_decade: int = 5) -> list[tuple[int, int]]:
     return [(s, e) for s, e in itertools.pairwise(edges) if e > s]
 
 
+def _bin_slope(values: torch.Tensor, stderr: torch.Tensor) -> tuple[float, float]:
+    """Least-squares slope of ``values`` against their positions, and its standard
+    error from the per-position ``stderr`` (taken as independent)."""
+    t = torch.arange(values.numel(), dtype=torch.float64)
+    centred = t - t.mean()
+    weights = centred / centred.pow(2).sum()
+    return float((weights * values).sum()), float((weights.pow(2) * stderr.pow(2)).sum().sqrt())
+
+
 def plot_kinematics(
     curves: dict[str, torch.Tensor | Curve],
     *,
@@ -673,9 +701,10 @@ def plot_kinematics(
 
     Left: v(t) = E[−log p(x_t | x_<t)] per position with ±2 standard-error
     bands (log-scaled position axis). Right: a(t) = E[v(t+1) − v(t)], averaged
-    over geometric bins of positions (the mean slope of v in each bin, with
-    its ±2 s.e. band), against the zero line: below zero is deceleration of
-    the loss, i.e. learning.
+    over geometric bins of positions (the least-squares slope of v over all
+    positions of each bin, with its ±2 s.e. band treating positions as
+    independent), against the zero line: below zero is deceleration of the
+    loss, i.e. learning.
 
     Args:
         curves: label → (T,) velocity or :class:`Curve` (e.g. from
@@ -707,7 +736,7 @@ def plot_kinematics(
             mean = curve.mean.double()
             se = torch.nan_to_num(curve.stderr.double(), nan=0.0)
         else:
-            mean = torch.as_tensor(curve, dtype=torch.float64).reshape(-1)
+            mean = _one_curve(f"curves[{label!r}]", curve)
             se = torch.zeros_like(mean)
         t = torch.arange(1, mean.numel() + 1)
         (line,) = ax_v.plot(t.numpy(), mean.numpy(), label=label, lw=1.4)
@@ -719,10 +748,9 @@ def plot_kinematics(
         bins = _log_bins(mean.numel())
         if bins:
             centers = torch.tensor([math.sqrt((s + 1) * (e + 1)) for s, e in bins])
-            slope = torch.tensor([float(mean[e] - mean[s]) / (e - s) for s, e in bins])
-            slope_se = torch.tensor(
-                [math.sqrt(float(se[e] ** 2 + se[s] ** 2)) / (e - s) for s, e in bins]
-            )
+            fits = [_bin_slope(mean[s : e + 1], se[s : e + 1]) for s, e in bins]
+            slope = torch.tensor([fit[0] for fit in fits])
+            slope_se = torch.tensor([fit[1] for fit in fits])
             all_slopes += slope.abs().tolist()
             ax_a.plot(centers.numpy(), slope.numpy(), marker=".", color=line.get_color(),
                       label=label, lw=1.2)  # fmt: skip

@@ -561,3 +561,26 @@ def test_from_gymnasium_without_gymnasium_is_a_clear_error(monkeypatch):
         ImportError, match=r"needs gymnasium, an optional extra: pip install 'fisherprec\[rl\]'"
     ):
         bellman.from_gymnasium(object())
+
+
+@pytest.mark.parametrize(
+    ("indices", "message"),
+    [
+        ([[0, 0], [0, 1], [1, 5]], r"s' index 5 outside \[0, 2\) at entry 1"),
+        ([[0, 0], [0, 1], [1, -1]], r"s' index -1 outside \[0, 2\)"),
+        ([[0, 0], [0, 7], [1, 0]], r"s index 7 outside \[0, 2\)"),
+        ([[0, 3], [0, 1], [1, 0]], r"a index 3 outside \[0, 1\)"),
+        ([[0, 0], [0, 1], [1, 10**9]], r"s' index 1000000000 outside"),
+    ],
+)
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_coo_successors_are_bounds_checked(solver, indices, message):
+    # issue 15, item 11: torch builds a COO tensor with indices beyond its size without
+    # complaint (invariant checks are off by default); those indices went to native code.
+    P = quiet(
+        lambda: torch.sparse_coo_tensor(
+            torch.tensor(indices), torch.ones(2, dtype=F64), (1, 2, 2), check_invariants=False
+        )
+    )
+    with pytest.raises(ValueError, match=r"P \(sparse COO\) has " + message):
+        solver(P, torch.zeros(2, 1, dtype=F64), 0.9)

@@ -89,3 +89,61 @@ def test_from_gymnasium_docstring_example():
     runner = doctest.DocTestRunner()
     runner.run(test)
     assert runner.summarize(verbose=False).failed == 0
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_solvers_take_the_mdp_as_it_is(sparse):
+    # The issue: `P, R = from_gymnasium(...); value_iteration(P, R, 0.99)` refused the
+    # episodic rows; the MDP object carries episodic=True, so no flag is repeated.
+    env = gymnasium.make("FrozenLake-v1", map_name="8x8", is_slippery=True)
+    mdp = bellman.from_gymnasium(env, sparse=sparse)
+    assert isinstance(mdp, bellman.MDP) and mdp.episodic
+    assert (mdp.num_states, mdp.num_actions) == (64, 4)
+    P, R = mdp  # the tuple form still unpacks
+    assert P is mdp.transitions and R is mdp.rewards
+    want = reference.toy_text_optimal_values(env.unwrapped.P, 64, 0.99)
+    for solver in SOLVERS:
+        explicit = solver(P, R, 0.99, tol=1e-10, episodic=True)
+        for sol in (solver(mdp, 0.99, tol=1e-10), solver(mdp, gamma=0.99, tol=1e-10)):
+            assert sol.converged
+            assert torch.equal(sol.V, explicit.V) and torch.equal(sol.policy, explicit.policy)
+            np.testing.assert_allclose(sol.V.numpy(), want, rtol=0, atol=1e-8)
+    # The default call too, with the solvers' default tol.
+    default = bellman.value_iteration(mdp, 0.99)
+    assert torch.equal(default.V, bellman.value_iteration(P, R, 0.99, episodic=True).V)
+
+
+def test_the_mdp_terminal_mask_marks_holes_and_the_goal():
+    env = gymnasium.make("FrozenLake-v1", map_name="8x8", is_slippery=True)
+    mdp = bellman.from_gymnasium(env)
+    desc = env.unwrapped.desc.flatten()
+    expected = torch.tensor([c in (b"H", b"G") for c in desc])
+    assert mdp.terminal.dtype == torch.bool and torch.equal(mdp.terminal, expected)
+    assert bool((mdp.transitions[:, mdp.terminal, :] == 0).all())  # no way on from them
+    assert bool((mdp.transitions[:, :, mdp.terminal] == 0).all())  # arrivals end the episode
+    assert bool((mdp.transitions[:, ~mdp.terminal, :].sum(-1) > 0).all())
+    # CliffWalking: only the goal ends episodes (the cliff sends back to the start).
+    cliff = bellman.from_gymnasium("CliffWalking-v1")
+    assert cliff.terminal.nonzero().flatten().tolist() == [47]
+
+
+def test_mdp_call_forms_are_checked():
+    mdp = bellman.from_gymnasium("FrozenLake-v1", map_name="4x4")
+    for solver in SOLVERS:
+        with pytest.raises(TypeError, match="R is part of the MDP"):
+            solver(mdp, mdp.rewards, 0.9)
+        with pytest.raises(TypeError, match=r"pass.* tol and max_iter by keyword"):
+            solver(mdp, 0.9, 1e-6)
+        with pytest.raises(TypeError, match="missing gamma"):
+            solver(mdp)
+        with pytest.raises(ValueError, match=r"Invalid gamma value: 1\.5"):
+            solver(mdp, 1.5)
+        # episodic=False overrides the MDP's own flag, and is then refused by the data.
+        with pytest.raises(ValueError, match="pass episodic=True"):
+            solver(mdp, 0.9, episodic=False)
+        with pytest.raises(TypeError, match="missing R"):
+            solver(mdp.transitions, gamma=0.9)
+    with pytest.raises(ValueError, match=r"MDP.terminal has shape \(3,\), expected \(16,\)"):
+        bellman.MDP(mdp.transitions, mdp.rewards, True, torch.zeros(3, dtype=torch.bool))
+    with pytest.raises(TypeError, match=r"MDP\.episodic must be a bool"):
+        bellman.MDP(mdp.transitions, mdp.rewards, 1)

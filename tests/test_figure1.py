@@ -87,16 +87,48 @@ def test_reproduce_figure1_markov_scaled_down(tmp_path) -> None:
     assert len(markov["model"]["mean"]) == markov["config"]["context"]
 
 
-def test_reproduce_figure1_stdlib_runs(tmp_path) -> None:
+def test_reproduce_figure1_stdlib_small_scale_decelerates(tmp_path) -> None:
+    # The real-text in-context curve at a small scale (a briefly trained transformer;
+    # the sequential predictors need no training): CTW, which learns only in context,
+    # keeps falling from t = 10 to t = 100 by more than its noise and decelerates.
     result = figure1.reproduce_figure1(
-        tmp_path, scale=0.005, parts=("stdlib",), plot=False, log=None
+        tmp_path, scale=0.01, parts=("stdlib",), plot=False, log=None
     )
     stdlib = result["stdlib"]
-    assert stdlib["config"]["heldout_files"] > 0
-    assert len(stdlib["model"]["mean"]) == stdlib["config"]["context"]
+    config = stdlib["config"]
+    assert config["heldout_files"] > 0 and config["context"] >= 256
+    assert len(stdlib["model"]["mean"]) == config["context"]
+    for key in ("ctw", "kt"):
+        assert len(stdlib[key]["mean"]) == config["sequential_length"] >= 1000
+    ctw = stdlib["ctw"]
+    drop = ctw["drop_10_to_100"]
+    assert drop["mean"] > 3 * drop["stderr"] > 0, drop
+    assert ctw["deceleration"]["decelerating"], ctw["deceleration"]
+    # v(t) at the reported positions, each with a standard error over the windows
+    v = ctw["velocity"]
+    assert list(v) == ["1", "10", "100", str(config["sequential_length"])]
+    assert v["1"]["mean"] > v["10"]["mean"] > v["100"]["mean"] > v["1024"]["mean"]
+    assert all(m["stderr"] > 0 for m in v.values())
+    # ... and the learning rate −dv/dt falls too (deceleration), measured per window
+    rate = ctw["minus_dv_dt"]
+    assert rate["1"]["mean"] > rate["10"]["mean"] > rate["100"]["mean"] > 0
+    # KT learns the window's byte frequencies: above CTW, below uniform after t = 100
+    assert ctw["velocity"]["100"]["mean"] < stdlib["kt"]["velocity"]["100"]["mean"] < math.log(256)
     assert math.isfinite(stdlib["model"]["deceleration"]["drop"])
     assert 0 < stdlib["unigram_nll"] < math.log(256)
     assert not (tmp_path / "figure1_stdlib.png").exists()
+
+
+def test_running_one_part_keeps_the_others_entries(tmp_path, monkeypatch) -> None:
+    earlier = {"scale": 2.0, "markov": {"model": {"mean": [1.0]}}, "stdlib": {"old": True}}
+    (tmp_path / "figure1.json").write_text(json.dumps(earlier))
+    monkeypatch.setattr(figure1, "_stdlib_part", lambda *args: {"new": True})
+    result = figure1.reproduce_figure1(tmp_path, parts=("stdlib",), plot=False, log=None)
+    on_disk = json.loads((tmp_path / "figure1.json").read_text())
+    assert on_disk == result
+    assert result["markov"] == earlier["markov"]  # kept
+    assert result["stdlib"]["new"] and "old" not in result["stdlib"]  # replaced
+    assert result["stdlib"]["scale"] == 1.0 and result["earlier"]["scale"] == 2.0
 
 
 def test_reproduce_figure1_errors(tmp_path) -> None:

@@ -334,3 +334,63 @@ def test_plot_kinematics_writes_png(tmp_path, generator: torch.Generator) -> Non
     kin.plot_kinematics({"model": kin.velocity(nll)}, floor=kin.velocity(nll))
     with pytest.raises(ValueError, match="curves is empty"):
         kin.plot_kinematics({})
+
+
+# ------------------------------------------------ one curve in, never silently flattened
+ONE_CURVE_FUNCTIONS = {
+    "isotonic_decreasing": (kin.isotonic_decreasing, "y"),
+    "fit_power_law_floor": (kin.fit_power_law_floor, "v"),
+    "learning_velocity": (kin.learning_velocity, "errors"),
+    "time_to_threshold": (lambda c: kin.time_to_threshold(c, 0.5), "curve"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ONE_CURVE_FUNCTIONS))
+def test_functions_of_one_curve_refuse_2d_input_and_nan(name: str) -> None:
+    # issue 15, item 11: a (N, T) input was flattened into one curve of N·T points,
+    # and NaN passed straight through.
+    fn, arg = ONE_CURVE_FUNCTIONS[name]
+    two_d = 1.0 + torch.rand(3, 7, dtype=torch.float64)
+    with pytest.raises(ValueError, match=rf"{arg} must be one curve.*got shape \(3, 7\)"):
+        fn(two_d)
+    with pytest.raises(ValueError, match=rf"{arg} must be one curve"):
+        fn(torch.tensor(1.0))
+    curve = torch.linspace(2.0, 1.0, 9, dtype=torch.float64)
+    for bad in (math.nan, math.inf):
+        broken = curve.clone()
+        broken[4] = bad
+        with pytest.raises(ValueError, match=rf"{arg} must be finite, got {bad} at position 4"):
+            fn(broken)
+    fn(curve)  # one finite curve is fine
+
+
+def test_weights_and_curve_objects_are_checked_too() -> None:
+    curve = torch.linspace(2.0, 1.0, 9, dtype=torch.float64)
+    for fn in (kin.isotonic_decreasing, kin.fit_power_law_floor):
+        with pytest.raises(ValueError, match=r"weights must be one curve"):
+            fn(curve, torch.ones(9, 1, dtype=torch.float64))
+        with pytest.raises(ValueError, match="weights must be finite"):
+            fn(curve, torch.full((9,), math.nan, dtype=torch.float64))
+        with pytest.raises(ValueError, match="weights of shape"):
+            fn(curve, torch.ones(8, dtype=torch.float64))
+    # deceleration on a Curve: a 2-D mean is refused, a NaN stderr (one stream) is not.
+    with pytest.raises(ValueError, match=r"curve\.mean must be one curve"):
+        kin.deceleration(kin.Curve(torch.ones(2, 9), torch.ones(2, 9)))
+    with pytest.raises(ValueError, match=r"curve\.mean must be finite"):
+        kin.deceleration(kin.Curve(torch.full((9,), math.nan), torch.ones(9)))
+    report = kin.deceleration(kin.Curve(curve, torch.full((9,), math.nan)))
+    assert report.num_positions == 9
+    with pytest.raises(ValueError, match=r"curves\['x'\] must be one curve"):
+        kin.plot_kinematics({"x": torch.ones(2, 5)})
+
+
+def test_acceleration_panel_slope_is_the_least_squares_slope(generator: torch.Generator) -> None:
+    from fisherprec.kinematics import _bin_slope
+
+    for n in (2, 3, 11):
+        t = torch.arange(n, dtype=torch.float64)
+        values = 0.3 - 0.07 * t + 0.01 * torch.randn(n, generator=generator, dtype=torch.float64)
+        slope, se = _bin_slope(values, torch.full((n,), 0.5, dtype=torch.float64))
+        want = torch.linalg.lstsq(torch.stack([torch.ones(n), t], 1).double(), values).solution
+        assert slope == pytest.approx(float(want[1]), abs=1e-12)
+        assert se == pytest.approx(0.5 / math.sqrt(float(((t - t.mean()) ** 2).sum())))
