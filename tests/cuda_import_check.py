@@ -11,7 +11,7 @@ import importlib.util
 import pathlib
 import sys
 
-import torch  # noqa: F401  (load torch's OpenMP runtime first, as fisherprec does)
+import torch  # (load torch's OpenMP runtime first, as fisherprec does)
 
 
 def main(root: str) -> int:
