@@ -44,6 +44,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import statistics
 import sys
 import textwrap
@@ -1014,8 +1015,50 @@ def write_outputs(result: dict[str, Any], out: str | Path) -> dict[str, Path | N
     }
     result = {**result, "files": {k: None if v is None else str(v) for k, v in paths.items()}}
     json_path.write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
-    table_path.write_text(format_table(result) + "\n")
+    table_path.write_text(format_table(result) + "\n\n" + format_provenance(result) + "\n")
     return paths
+
+
+def format_provenance(result: dict[str, Any]) -> str:
+    """When, where and with what the result was made: the command (when run from the
+    command line), date, machine and versions, as Markdown lines."""
+    machine = result.get("machine") or {}
+    versions = ", ".join(f"{k} {v}" for k, v in (result.get("versions") or {}).items())
+    lines = []
+    if result.get("command"):
+        lines.append(f"- command: `{result['command']}`")
+    lines += [
+        f"- date: {result.get('date', '?')} (start of the run, UTC)",
+        f"- machine: {machine.get('processor', '?')}, {machine.get('cpus', '?')} CPUs, "
+        f"{machine.get('platform', '?')}, Python {machine.get('python', '?')}; "
+        f"device {result['device']}, {result['threads']} torch threads",
+        f"- versions: fisherprec {result.get('fisherprec', '?')}, {versions}",
+    ]
+    return "\n".join(lines)
+
+
+def _command_line(args: argparse.Namespace) -> str:
+    """The command that reproduces `args` (every option spelled out)."""
+    parts = ["fisherprec", "compare", "--task", args.task]
+    if args.optimizers:
+        parts += ["--optimizers", *_split_names(args.optimizers)]
+    for item in args.opt_kwargs or []:
+        parts += ["--opt-kwargs", item]
+    for flag, value in (
+        ("--steps", args.steps),
+        ("--threshold", args.threshold),
+        ("--schedule", args.schedule),
+        ("--threads", args.threads),
+    ):
+        if value is not None:
+            parts += [flag, str(value)]
+    parts += ["--seeds", str(args.seeds)]
+    if args.tune:
+        parts.append("--tune")
+    if args.device != "cpu":
+        parts += ["--device", args.device]
+    parts += ["--out", str(args.out)]
+    return shlex.join(parts)
 
 
 # --------------------------------------------------------------------------- command line
@@ -1067,6 +1110,7 @@ def _run(args: argparse.Namespace) -> int:
         )
     finally:
         torch.set_num_threads(threads)
+    result["command"] = _command_line(args)
     paths = write_outputs(result, args.out)
     print(format_table(result))
     print()

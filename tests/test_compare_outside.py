@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import shlex
 import sys
 
 import pytest
@@ -43,7 +44,17 @@ def test_a_plain_torch_class_works_without_the_extra(tmp_path, monkeypatch):
     ours, theirs = (infos[n]["runs"][0] for n in ("adamw", "torch.optim:AdamW"))
     assert ours["losses"] == theirs["losses"]  # the same class, lr and data: the same run
     assert ours["state_bytes"] == theirs["state_bytes"] > 0
-    assert "torch.optim:Adam" in (out / "compare-regression.md").read_text()
+    table = (out / "compare-regression.md").read_text()
+    assert "torch.optim:Adam" in table
+    # The page states the command that reproduces it, quoted for a shell.
+    command = table.split("- command: `", 1)[1].split("`", 1)[0]
+    assert shlex.split(command)[:2] == ["fisherprec", "compare"]
+    assert shlex.split(command)[2:] == [
+        "--task", "regression", "--optimizers", "adamw", "torch.optim:AdamW", "torch.optim:Adam",
+        "--opt-kwargs", f'torch.optim:AdamW={{"lr": {lr}}}', "--steps", "4", "--seeds", "1",
+        "--out", str(out),
+    ]  # fmt: skip
+    assert "- versions: fisherprec " in table and "torch " in table
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,9 @@ Four pre-norm causal transformer blocks (width 128, 4 heads, GELU MLP of width
 512), learned positions, a 128-byte context and an untied byte head: about 0.88M
 parameters, the shape of the small language models users train, at a size
 where one run at the defaults (1000 AdamW steps of 16 × 128 tokens) takes
-about two minutes on 2 CPU cores.
+about 1.5 minutes on 2 idle CPU cores (about 70 ms per AdamW step); on the
+loaded 2-core machine (load average ~8, 1 thread) it took 7 min 51 s, of
+which 407 s training at 407 ms/step.
 
 Data: random 128-byte windows of the training files of
 :func:`fisherprec.tasks.stdlib_text.load_stdlib_corpus` (4 MB); the
@@ -93,10 +95,16 @@ TASK = register(
         ),
         make=make,
         steps=1000,
-        threshold=1.9,
+        # One AdamW run at lr 3e-3 with the default schedule (seed 0) reached 1.9 at step
+        # 360 and 1.5 at about step 600 and ended at 1.22: δ = 1.5 sits past the fast
+        # early drop, where the optimizers separate, and inside the run for a slower one.
+        threshold=1.5,
         samples_per_step=BATCH * CONTEXT,
         sample_unit="tokens",
         loss_name="held-out cross-entropy (nats/byte)",
+        # Untuned starting points (the headline uses --tune, which sweeps around them):
+        # AdamW's 3e-3 (the usual small-LM rate), which the Fisher variants share because
+        # they graft Adam's step size; SGD's from bytelm.
         lrs={"sgd": 0.3, "adamw": 3e-3, "diag": 3e-3, "block": 3e-3, "lowrank": 3e-3, "kron": 3e-3},
         schedule="cosine",
         warmup_fraction=0.05,
