@@ -75,6 +75,7 @@ class Bar:
         self.done = 0
         self._tqdm: Any = None
         self._last_draw = 0.0
+        self._started = time.monotonic()
         if progress.bars:
             try:
                 from tqdm import tqdm
@@ -99,7 +100,11 @@ class Bar:
             now = time.monotonic()
             if now - self._last_draw > 0.1 or self.done >= self.total:
                 self._last_draw = now
-                line = f"{self.description}  {self.done}/{self.total}  {status}"
+                left = (now - self._started) / self.done * (self.total - self.done)
+                line = (
+                    f"{self.description}  {self.done}/{self.total}  {status}  "
+                    f"ETA {format_duration(left)}"
+                )
                 print(f"\r{line[:110]:<110}", end="", file=self.progress.stream, flush=True)
 
     def close(self, summary: str) -> None:
@@ -108,6 +113,19 @@ class Bar:
         elif self.progress.bars:
             print(f"\r{'':<110}\r", end="", file=self.progress.stream)
         self.progress.write(summary)
+
+
+def format_duration(seconds: float) -> str:
+    """``42 s``, ``3 min 05 s``, ``2 h 07 min``: a remaining time, to the second under
+    an hour."""
+    seconds = max(0.0, float(seconds))
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
 
 
 def format_bytes(n: float) -> str:

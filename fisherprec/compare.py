@@ -8,11 +8,24 @@ For an error threshold δ on the held-out loss (the generalization error ε):
 - T_compute(δ): training wall-clock seconds until the same: forward, backward
   and optimizer step (drawing minibatches and evaluating are not counted).
 
-Each optimizer runs on the same seeds (same data, same initial weights); the
+Each optimizer runs on the same seeds (same data, same initial weights) and
+under the same learning-rate schedule (the task's, or ``--schedule``); the
 table reports mean ± sample std over seeds, and the JSON every number.
 The optimizers come from :mod:`fisherprec.optim.registry`, the tasks from
 :mod:`fisherprec.tasks.registry`: a newly registered variant or task appears
-here with no edit.
+here with no edit. An optimizer named ``module:Class`` (``torch.optim:Adam``,
+``pytorch_optimizer:SOAP``, ``heavyball:PSGDKron``) is any torch.optim-style
+class, built as ``Class(params, lr=..., **kwargs)``; the outside libraries come
+with the ``peers`` extra (``pip install 'fisherprec[peers]'``).
+
+The tuning protocol (``--tune``), the same for every optimizer: the lr grid is
+the optimizer's default lr × ``TUNE_FACTORS``; each grid point trains
+``steps // TUNE_STEPS_DIVISOR`` steps (with the schedule stretched over those
+steps) on seed ``TUNE_SEED``, which no reported run uses; the score is the mean
+of the last three held-out losses (a diverged or failed point scores +∞) and
+the lowest score wins. When the winner is at an end of the grid, the grid is
+widened once in that direction by ``TUNE_WIDEN`` more points; a winner still at
+the end after that is marked "edge" in the table and ``at_edge`` in the JSON.
 
 Example:
     >>> from fisherprec.compare import compare, format_table
@@ -25,33 +38,54 @@ Example:
 from __future__ import annotations
 
 import argparse
+import datetime
+import importlib
 import json
 import math
+import os
+import platform
+import shlex
 import statistics
 import sys
 import textwrap
 import time
 import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from fisherprec import schedule as schedules
 from fisherprec._cliutils import (
     Bar,
     Progress,
     UsageError,
     format_bytes,
+    format_duration,
     parse_device,
     positive_int,
 )
+from fisherprec.optim.registry import OptimizerEntry
 
 # --tune: learning rates swept around the default, on a seed no reported run uses,
-# for half the steps; the lowest mean of the last 3 held-out losses wins.
+# for half the steps; the lowest mean of the last 3 held-out losses wins. A winner at
+# an end of the grid widens it once in that direction (half-decade steps, like the grid).
 TUNE_FACTORS = (0.1, 0.3, 1.0, 3.0, 10.0)
+TUNE_WIDEN = {"low": (0.03, 0.01), "high": (30.0, 100.0)}
 TUNE_SEED = 10_000
 TUNE_STEPS_DIVISOR = 2
+TUNE_SCORE_EVALS = 3
+# The optional extra that installs the outside optimizers named module:Class.
+PEERS_EXTRA = "peers"
+PEER_PACKAGES = {"pytorch_optimizer": "pytorch-optimizer", "heavyball": "heavyball"}
+# Outside libraries that compile their step by default, and the module attribute that
+# makes them eager: every optimizer in a comparison runs eagerly, so that the time per
+# step is the optimizer's and not the compiler's (heavyball's torch.compile of SOAP took
+# about 2 minutes of the first two steps on the gpt task on the 2-core machine).
+EAGER_SWITCHES = {"heavyball": ("heavyball.utils", "compile_mode", None)}
+ALL_REGISTERED = "all"  # in --optimizers: every registered optimizer
+ETA_PROBE_STEPS = 3  # steps per optimizer timed before the comparison for its total ETA
 DEFAULT_TASK = "regression"
 DEFAULT_SEEDS = 2
 DEFAULT_OUT = "fisherprec-compare"
@@ -86,18 +120,121 @@ def state_bytes(optimizer: torch.optim.Optimizer) -> int:
     return sum(t.numel() * t.element_size() for t in tensors(list(optimizer.state.values())))
 
 
-def default_lr(task_lrs: Any, name: str) -> tuple[float | None, str]:
-    """The documented learning rate for optimizer `name` on a task, and where it
-    came from: the task's table, else the registry entry's defaults, else the
-    optimizer's own default (None)."""
+def default_lr(
+    task_lrs: Any, name: str | OptimizerEntry, kwargs: Any = None
+) -> tuple[float | None, str]:
+    """The documented learning rate for an optimizer on a task, and where it
+    came from: an ``lr`` in `kwargs` (``--opt-kwargs``), else the task's table,
+    else the entry's defaults (registry, or ``--opt-kwargs`` for ``module:Class``),
+    else the optimizer's own default (None)."""
+    entry = resolve_optimizer(name) if isinstance(name, str) else name
+    if kwargs and "lr" in kwargs:
+        return float(kwargs["lr"]), "--opt-kwargs"
+    if entry.name in task_lrs:
+        return float(task_lrs[entry.name]), "task default"
+    if "lr" in entry.defaults:
+        source = "registry default" if ":" not in entry.name else "--opt-kwargs"
+        return float(entry.defaults["lr"]), source
+    return None, "optimizer default"
+
+
+def _import_outside(name: str, module_name: str) -> Any:
+    try:
+        module = importlib.import_module(module_name)
+        switch = EAGER_SWITCHES.get(module_name.split(".")[0])
+        if switch is not None:
+            setattr(importlib.import_module(switch[0]), switch[1], switch[2])
+        return module
+    except ModuleNotFoundError as err:
+        missing = err.name or module_name
+        root = module_name.split(".")[0]
+        if missing.split(".")[0] == root:
+            package = PEER_PACKAGES.get(root, root)
+            raise UsageError(
+                f"optimizer {name!r} needs the module {module_name!r}, which is not installed; "
+                f"the outside optimizers come with the {PEERS_EXTRA!r} extra: "
+                f"pip install 'fisherprec[{PEERS_EXTRA}]' (or pip install {package})"
+            ) from None
+        raise UsageError(
+            f"optimizer {name!r}: importing {module_name!r} failed because its dependency "
+            f"{missing!r} is not installed ({err})"
+        ) from None
+    except Exception as err:  # an installed module that fails to import (e.g. no triton)
+        raise UsageError(
+            f"optimizer {name!r}: importing {module_name!r} failed: {type(err).__name__}: {err}"
+        ) from None
+
+
+def resolve_optimizer(name: str, kwargs: Any = None) -> OptimizerEntry:
+    """The entry that builds optimizer `name`: a registered name, or ``module:Class``
+    for any torch.optim-style class (``Class(params, lr=..., **kwargs)``).
+
+    `kwargs` (``--opt-kwargs``) override the entry's defaults. A ``module:Class``
+    is imported and built once on a dummy parameter here, so that a missing
+    module, a missing class or bad keyword arguments are a clear error before
+    any training starts.
+
+    Raises:
+        UsageError: unknown name, module not installed (naming the ``peers`` extra),
+            no such class, or a class that does not build a torch.optim-style optimizer.
+    """
+    import fisherprec.optim  # noqa: F401  (imports every variant: fills the registry)
     from fisherprec.optim import registry
 
-    if name in task_lrs:
-        return float(task_lrs[name]), "task default"
-    entry = registry.get(name)
-    if "lr" in entry.defaults:
-        return float(entry.defaults["lr"]), "registry default"
-    return None, "optimizer default"
+    kwargs = dict(kwargs or {})
+    if ":" not in name:
+        if name not in registry.REGISTRY:
+            raise UsageError(
+                f"unknown optimizer {name!r}; available: {', '.join(registry.REGISTRY)} "
+                "(or module:Class for an outside optimizer, e.g. torch.optim:Adam)"
+            )
+        entry = registry.get(name)
+        if not kwargs:
+            return entry
+        return OptimizerEntry(
+            entry.name, entry.factory, {**entry.defaults, **kwargs}, entry.fisher, entry.description
+        )
+    module_name, _, class_name = name.partition(":")
+    if not module_name or not class_name or ":" in class_name:
+        raise UsageError(
+            f"optimizer {name!r}: an outside optimizer is written module:Class, "
+            "e.g. pytorch_optimizer:SOAP"
+        )
+    module = _import_outside(name, module_name)
+    factory = getattr(module, class_name, None)
+    if factory is None or not callable(factory):
+        candidates = [n for n in dir(module) if n.lower() == class_name.lower()]
+        hint = f"; did you mean {module_name}:{candidates[0]}?" if candidates else ""
+        raise UsageError(
+            f"optimizer {name!r}: module {module_name!r} has no class {class_name!r}{hint}"
+        )
+    try:
+        probe = factory([torch.nn.Parameter(torch.zeros(2, 2))], **kwargs)
+    except Exception as err:
+        raise UsageError(
+            f"optimizer {name!r}: {module_name}.{class_name}(params, **{kwargs!r}) failed: "
+            f"{type(err).__name__}: {err} (fix the keyword arguments with --opt-kwargs)"
+        ) from None
+    groups = getattr(probe, "param_groups", None)
+    if not callable(getattr(probe, "step", None)) or not groups or "lr" not in groups[0]:
+        raise UsageError(
+            f"optimizer {name!r}: {module_name}.{class_name} is not a torch.optim-style "
+            "optimizer (it needs step() and param_groups with an 'lr')"
+        )
+    version = getattr(sys.modules.get(module_name.split(".")[0]), "__version__", None)
+    return OptimizerEntry(
+        name,
+        factory,
+        kwargs,
+        None,
+        f"{module_name}.{class_name}" + (f" {version}" if version else "") + " (outside optimizer)",
+    )
+
+
+def _own_default_lr(entry: OptimizerEntry) -> float:
+    """The lr an optimizer picks when given none: read off a throwaway instance."""
+    probe = entry.factory([torch.nn.Parameter(torch.zeros(1))], **entry.defaults)
+    return float(probe.param_groups[0]["lr"])
 
 
 def _synchronize(device: torch.device) -> None:
@@ -115,7 +252,7 @@ def _eval_steps(steps: int, evals: int) -> list[int]:
 
 def train(
     task: Any,
-    name: str,
+    name: str | OptimizerEntry,
     lr: float | None,
     seed: int,
     *,
@@ -123,21 +260,28 @@ def train(
     threshold: float,
     device: torch.device,
     bar: Bar | None = None,
+    schedule: str = "none",
+    warmup_fraction: float = 0.0,
 ) -> dict[str, Any]:
-    """Train a fresh instance of `task` (seed `seed`) with optimizer `name` for
-    `steps` steps; returns the held-out curve and the efficiency metrics.
+    """Train a fresh instance of `task` (seed `seed`) with optimizer `name` (a
+    registered name, ``module:Class`` or an entry from :func:`resolve_optimizer`)
+    for `steps` steps, under the lr `schedule` (fisherprec.schedule) with a
+    warm-up of ``warmup_fraction × steps``; returns the held-out curve and the
+    efficiency metrics.
 
     A non-finite held-out loss ends the run early with ``diverged=True``.
     Exceptions from the model or the optimizer propagate.
     """
-    from fisherprec.optim import registry
-
+    entry = resolve_optimizer(name) if isinstance(name, str) else name
     problem = task.make(seed, device)
     model = problem.model
     kwargs = {} if lr is None else {"lr": lr}
-    optimizer = registry.build(name, model.parameters(), **kwargs)
+    optimizer = entry.factory(model.parameters(), **{**entry.defaults, **kwargs})
     if lr is None:
         lr = float(optimizer.param_groups[0]["lr"])
+    scheduler = schedules.LRSchedule(
+        optimizer, schedule, steps, schedules.warmup_steps(steps, warmup_fraction)
+    )
     checkpoints = set(_eval_steps(steps, task.evals))
     curve_steps: list[int] = []
     curve_seconds: list[float] = []
@@ -164,6 +308,7 @@ def train(
     for step in range(1, steps + 1 if evaluate(0) else 1):
         inputs, targets = problem.batch()
         _synchronize(device)
+        scheduler.before_step(step)  # not timed: setting a float per group
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         problem.loss(model(inputs), targets).backward()
@@ -239,21 +384,33 @@ def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the comparison
 
 
-def _resolve_optimizers(names: Sequence[str] | None) -> list[str]:
+def _resolve_optimizers(
+    names: Sequence[str] | None, opt_kwargs: Mapping[str, Any] | None = None
+) -> dict[str, OptimizerEntry]:
+    """Entries for the requested names in order, duplicates dropped; ``all`` (or no
+    names) is every registered optimizer. `opt_kwargs` maps a name to its extra
+    keyword arguments."""
     import fisherprec.optim  # noqa: F401  (imports every variant: fills the registry)
     from fisherprec.optim import registry
 
-    if not names:
-        return list(registry.REGISTRY)
-    resolved: list[str] = []
-    for name in names:
-        if name not in registry.REGISTRY:
+    ordered: list[str] = []
+    for name in names or [ALL_REGISTERED]:
+        for item in list(registry.REGISTRY) if name == ALL_REGISTERED else [name]:
+            if item not in ordered:
+                ordered.append(item)
+    opt_kwargs = dict(opt_kwargs or {})
+    for name, kwargs in opt_kwargs.items():
+        if name not in ordered:
             raise UsageError(
-                f"unknown optimizer {name!r}; available: {', '.join(registry.REGISTRY)}"
+                f"--opt-kwargs names {name!r}, which is not among the optimizers compared "
+                f"({', '.join(ordered)})"
             )
-        if name not in resolved:
-            resolved.append(name)
-    return resolved
+        if not isinstance(kwargs, Mapping):
+            raise UsageError(
+                f"--opt-kwargs for {name!r} must be a JSON object of keyword arguments, "
+                f"got {kwargs!r}"
+            )
+    return {name: resolve_optimizer(name, opt_kwargs.get(name)) for name in ordered}
 
 
 def _resolve_task(name: str) -> Any:
@@ -265,9 +422,87 @@ def _resolve_task(name: str) -> Any:
         raise UsageError(str(err)) from None
 
 
+class _Eta:
+    """The remaining time of the whole comparison: per optimizer, seconds per step
+    and per-run overhead (building the task, held-out evaluations), first from a
+    short probe, then from the runs as they finish, times the steps still planned."""
+
+    def __init__(self) -> None:
+        self.per_step: dict[str, float] = {}
+        self.overhead: dict[str, float] = {}
+        self.planned: dict[str, list[int]] = {}  # name -> steps of each run still to do
+
+    def plan(self, name: str, steps: int, runs: int = 1) -> None:
+        self.planned.setdefault(name, []).extend([steps] * runs)
+
+    def finished(self, name: str, steps: int, wall: float | None, done: int = 0) -> None:
+        """A planned run of `steps` steps ended after `done` steps and `wall` seconds
+        (None: it failed, nothing learnt)."""
+        pending = self.planned.get(name, [])
+        if steps in pending:
+            pending.remove(steps)
+        if wall is not None and done > 0 and name in self.overhead:
+            self.per_step[name] = max(0.0, wall - self.overhead[name]) / done
+
+    def remaining(self) -> float | None:
+        total = 0.0
+        for name, pending in self.planned.items():
+            if not pending:
+                continue
+            if name not in self.per_step:
+                return None
+            total += sum(self.per_step[name] * s + self.overhead[name] for s in pending)
+        return total
+
+    def text(self) -> str:
+        left = self.remaining()
+        return "" if left is None else f"; comparison ETA {format_duration(left)}"
+
+
+def _probe(
+    task: Any, entry: OptimizerEntry, lr: float | None, steps: int, device: torch.device
+) -> tuple[float, float]:
+    """(seconds per step, seconds of per-run overhead) of `entry` on `task`, from
+    ``ETA_PROBE_STEPS`` steps on the tuning seed (the first step, which may
+    compile or allocate, is not counted) and one held-out evaluation."""
+    start = time.perf_counter()
+    problem = task.make(TUNE_SEED, device)
+    made = time.perf_counter() - start
+    kwargs = {} if lr is None else {"lr": lr}
+    optimizer = entry.factory(problem.model.parameters(), **{**entry.defaults, **kwargs})
+    times = []
+    for _ in range(ETA_PROBE_STEPS):
+        inputs, targets = problem.batch()
+        start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        problem.loss(problem.model(inputs), targets).backward()
+        optimizer.step()
+        _synchronize(device)
+        times.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    problem.heldout_loss()
+    evaluation = time.perf_counter() - start
+    per_step = statistics.fmean(times[1:]) if len(times) > 1 else times[0]
+    return per_step, made + evaluation * len(_eval_steps(steps, task.evals))
+
+
+def _best(sweep: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    scored = [s for s in sweep if s["score"] is not None]
+    return min(scored, key=lambda s: s["score"]) if scored else None
+
+
+def _edge(best: dict[str, Any], sweep: Sequence[dict[str, Any]]) -> str | None:
+    factors = [s["factor"] for s in sweep]
+    if best["factor"] == min(factors):
+        return "low"
+    if best["factor"] == max(factors):
+        return "high"
+    return None
+
+
 def tune_lr(
     task: Any,
-    name: str,
+    name: str | OptimizerEntry,
     base_lr: float,
     *,
     steps: int,
@@ -275,45 +510,116 @@ def tune_lr(
     device: torch.device,
     progress: Progress,
     counter: list[int],
+    schedule: str = "none",
+    warmup_fraction: float = 0.0,
+    eta: _Eta | None = None,
 ) -> dict[str, Any]:
     """Sweep ``base_lr × TUNE_FACTORS`` for ``steps // TUNE_STEPS_DIVISOR`` steps on
-    seed ``TUNE_SEED``; score = mean of the last three held-out losses
-    (diverged or failed: infinite). Returns the best lr and the sweep."""
+    seed ``TUNE_SEED``; score = mean of the last ``TUNE_SCORE_EVALS`` held-out
+    losses (diverged or failed: no score). A best lr at an end of the grid widens
+    it once in that direction (``TUNE_WIDEN``); ``at_edge`` says whether the best
+    is still at that end. Returns the best lr and the sweep."""
+    entry = resolve_optimizer(name) if isinstance(name, str) else name
     tune_steps = max(1, steps // TUNE_STEPS_DIVISOR)
     sweep: list[dict[str, Any]] = []
-    for factor in TUNE_FACTORS:
-        lr = base_lr * factor
-        counter[0] += 1
-        label = f"[{counter[0]}/{counter[1]}] tune {name} lr={lr:.3g}"
-        bar = progress.task(label, tune_steps)
-        try:
-            run = train(
-                task,
-                name,
-                lr,
-                TUNE_SEED,
-                steps=tune_steps,
-                threshold=threshold,
-                device=device,
-                bar=bar,
-            )
-        except Exception as err:  # a failing lr is a bad lr, not a failed comparison
-            bar.close(f"{label}: failed ({type(err).__name__}: {err})")
-            sweep.append({"lr": lr, "score": None, "error": f"{type(err).__name__}: {err}"})
-            continue
-        tail = [x for x in run["losses"][-3:] if x is not None]
-        score = None if run["diverged"] or not tail else statistics.fmean(tail)
-        bar.close(f"{label}: {'diverged' if score is None else f'score {score:.4g}'}")
-        sweep.append({"lr": lr, "score": score, "error": None})
-    scored = [s for s in sweep if s["score"] is not None]
-    if not scored:
+
+    def run_grid(factors: Sequence[float]) -> None:
+        for factor in factors:
+            lr = base_lr * factor
+            counter[0] += 1
+            label = f"[{counter[0]}/{counter[1]}] tune {entry.name} lr={lr:.3g} seed {TUNE_SEED}"
+            bar = progress.task(label, tune_steps)
+            started = time.perf_counter()
+            try:
+                run = train(
+                    task,
+                    entry,
+                    lr,
+                    TUNE_SEED,
+                    steps=tune_steps,
+                    threshold=threshold,
+                    device=device,
+                    bar=bar,
+                    schedule=schedule,
+                    warmup_fraction=warmup_fraction,
+                )
+            except Exception as err:  # a failing lr is a bad lr, not a failed comparison
+                if eta is not None:
+                    eta.finished(entry.name, tune_steps, None)
+                bar.close(f"{label}: failed ({type(err).__name__}: {err})")
+                sweep.append(
+                    {
+                        "factor": factor,
+                        "lr": lr,
+                        "score": None,
+                        "error": f"{type(err).__name__}: {err}",
+                    }
+                )
+                continue
+            if eta is not None:
+                eta.finished(
+                    entry.name, tune_steps, time.perf_counter() - started, run["steps_done"]
+                )
+            tail = [x for x in run["losses"][-TUNE_SCORE_EVALS:] if x is not None]
+            score = None if run["diverged"] or not tail else statistics.fmean(tail)
+            result = "diverged" if score is None else f"score {score:.4g}"
+            bar.close(f"{label}: {result}{'' if eta is None else eta.text()}")
+            sweep.append({"factor": factor, "lr": lr, "score": score, "error": None})
+
+    run_grid(TUNE_FACTORS)
+    best = _best(sweep)
+    widened = None if best is None else _edge(best, sweep)
+    if widened is not None:
+        extra = TUNE_WIDEN[widened]
+        counter[1] += len(extra)
+        if eta is not None:
+            eta.plan(entry.name, tune_steps, len(extra))
+        progress.write(
+            f"tune {entry.name}: best lr {best['lr']:.3g} is at the {widened} end of the grid; "
+            f"widening it once: lr × {', '.join(f'{f:g}' for f in extra)}"
+        )
+        run_grid(extra)
+        best = _best(sweep)
+    at_edge = None
+    if best is None:
         errors = [s["error"] for s in sweep if s["error"]]
         if errors and len(errors) == len(sweep):
             raise RuntimeError(f"every tuning run failed; first error: {errors[0]}")
-        best = base_lr  # every lr diverged: keep the documented default
+        lr = base_lr  # every lr diverged: keep the documented default
     else:
-        best = min(scored, key=lambda s: s["score"])["lr"]
-    return {"lr": best, "seed": TUNE_SEED, "steps": tune_steps, "sweep": sweep}
+        lr = best["lr"]
+        if widened is not None and _edge(best, sweep) == widened:
+            at_edge = widened
+    return {
+        "lr": lr,
+        "seed": TUNE_SEED,
+        "steps": tune_steps,
+        "base_lr": base_lr,
+        "widened": widened,
+        "at_edge": at_edge,
+        "sweep": sweep,
+    }
+
+
+def _versions(entries: Mapping[str, OptimizerEntry]) -> dict[str, str | None]:
+    """Versions of torch, numpy and every outside optimizer's top-level module."""
+    import numpy
+
+    versions: dict[str, str | None] = {"torch": torch.__version__, "numpy": numpy.__version__}
+    for name in entries:
+        if ":" in name:
+            root = name.partition(":")[0].split(".")[0]
+            versions[root] = getattr(sys.modules.get(root), "__version__", None)
+    return versions
+
+
+def _machine() -> dict[str, Any]:
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+    }
 
 
 def compare(
@@ -326,61 +632,108 @@ def compare(
     tune: bool = False,
     device: str | torch.device = "cpu",
     progress: Progress | None = None,
+    opt_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+    schedule: str | None = None,
 ) -> dict[str, Any]:
     """Run the comparison; returns a JSON-serializable dict of every number.
 
+    `optimizers`: registered names, ``all`` (every registered one; also the
+    default) and ``module:Class`` outside optimizers. `opt_kwargs`: extra keyword
+    arguments per optimizer name. `schedule`: ``"cosine"`` (warm-up, then cosine
+    decay) or ``"none"``; default: the task's.
+
     Raises:
-        UsageError: unknown task, optimizer or device, or bad sizes.
+        UsageError: unknown task, optimizer, schedule or device, an outside
+            optimizer that cannot be imported or built, or bad sizes.
     Failures inside a run do not raise: they are recorded in the run's
     ``error`` field and counted in ``result["errors"]``.
     """
     task = _resolve_task(task_name)
-    names = _resolve_optimizers(optimizers)
+    resolved = _resolve_optimizers(optimizers, opt_kwargs)
     device = parse_device(str(device))
     steps = task.steps if steps is None else steps
     threshold = task.threshold if threshold is None else threshold
+    schedule = task.schedule if schedule is None else schedule
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise UsageError(f"steps must be a positive integer, got {steps!r}")
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise UsageError(f"seeds must be a positive integer, got {seeds!r}")
     if not math.isfinite(threshold):
         raise UsageError(f"threshold must be finite, got {threshold}")
+    if schedule not in schedules.SCHEDULES:
+        raise UsageError(
+            f"unknown schedule {schedule!r}; available: {', '.join(schedules.SCHEDULES)}"
+        )
+    warmup_fraction = task.warmup_fraction if schedule != "none" else 0.0
     progress = progress if progress is not None else Progress(quiet=True)
+    started = datetime.datetime.now(datetime.timezone.utc)
 
     import fisherprec
-    from fisherprec.optim import registry
 
-    total = len(names) * seeds + (len(names) * len(TUNE_FACTORS) if tune else 0)
+    total = len(resolved) * seeds + (len(resolved) * len(TUNE_FACTORS) if tune else 0)
     counter = [0, total]
     errors: list[str] = []
     entries: dict[str, dict[str, Any]] = {}
-    for name in names:
-        entry = registry.get(name)
-        lr, source = default_lr(task.lrs, name)
+    for name, entry in resolved.items():
+        lr, source = default_lr(task.lrs, entry, (opt_kwargs or {}).get(name))
+        if lr is None and ":" in name:  # shown in every progress line and the table
+            lr = _own_default_lr(entry)
         entries[name] = {
             "fisher": entry.fisher,
             "description": entry.description,
+            "outside": ":" in name,
+            "kwargs": {k: v for k, v in entry.defaults.items() if k != "lr"},
             "lr": lr,
             "lr_source": source,
             "tuning": None,
             "runs": [],
         }
+    tune_steps = max(1, steps // TUNE_STEPS_DIVISOR)
+    eta = None
+    if not progress.quiet:  # the total ETA up front, from a few timed steps per optimizer
+        eta = _Eta()
+        for name, entry in resolved.items():
+            if tune:
+                eta.plan(name, tune_steps, len(TUNE_FACTORS))
+            eta.plan(name, steps, seeds)
+            try:
+                eta.per_step[name], eta.overhead[name] = _probe(
+                    task, entry, entries[name]["lr"], steps, device
+                )
+            except Exception as err:  # the run itself will report it
+                progress.write(f"ETA probe of {name} failed ({type(err).__name__}: {err})")
+        left = eta.remaining()
+        progress.write(
+            f"compare {task.name}: {total} runs ({len(resolved)} optimizers × "
+            f"{seeds} seed{'s' * (seeds > 1)}"
+            + (
+                f" + {len(resolved) * len(TUNE_FACTORS)} tuning runs of {tune_steps} steps"
+                if tune
+                else ""
+            )
+            + f", {steps} steps each), schedule {schedule}; estimated total "
+            + ("unknown" if left is None else format_duration(left))
+            + f" (from {ETA_PROBE_STEPS} timed steps of each optimizer)"
+        )
     if tune:
         for name, info in entries.items():
+            entry = resolved[name]
             base = info["lr"]
             if base is None:  # the optimizer's own default: read it off a throwaway instance
-                probe = registry.build(name, [torch.nn.Parameter(torch.zeros(1))])
-                base = float(probe.param_groups[0]["lr"])
+                base = _own_default_lr(entry)
             try:
                 info["tuning"] = tune_lr(
                     task,
-                    name,
+                    entry,
                     base,
                     steps=steps,
                     threshold=threshold,
                     device=device,
                     progress=progress,
                     counter=counter,
+                    schedule=schedule,
+                    warmup_fraction=warmup_fraction,
+                    eta=eta,
                 )
             except Exception as err:
                 _report_error(f"tuning {name}", err)
@@ -391,36 +744,49 @@ def compare(
     for seed in range(seeds):  # seeds outermost: background load hits every optimizer alike
         for name, info in entries.items():
             counter[0] += 1
-            label = f"[{counter[0]}/{counter[1]}] {name} seed {seed}"
+            lr_text = "" if info["lr"] is None else f" lr={info['lr']:.3g}"
+            label = f"[{counter[0]}/{counter[1]}] {name}{lr_text} seed {seed}"
             if info["tuning"] is not None and "error" in info["tuning"]:
                 info["runs"].append({"seed": seed, "lr": None, "error": "tuning failed"})
+                if eta is not None:
+                    eta.finished(name, steps, None)
                 continue
             bar = progress.task(label, steps)
+            run_started = time.perf_counter()
             try:
                 run = train(
                     task,
-                    name,
+                    resolved[name],
                     info["lr"],
                     seed,
                     steps=steps,
                     threshold=threshold,
                     device=device,
                     bar=bar,
+                    schedule=schedule,
+                    warmup_fraction=warmup_fraction,
                 )
             except Exception as err:
+                if eta is not None:
+                    eta.finished(name, steps, None)
                 bar.close(f"{label}: failed")
                 _report_error(f"{name} seed {seed}", err)
                 errors.append(f"{name} seed {seed}: {type(err).__name__}: {err}")
                 info["runs"].append(_error_run(seed, info["lr"], err))
                 continue
+            if eta is not None:
+                eta.finished(name, steps, time.perf_counter() - run_started, run["steps_done"])
             info["lr"] = run["lr"]
-            bar.close(f"{label}: {_run_line(run)}")
+            bar.close(f"{label}: {_run_line(run)}{'' if eta is None else eta.text()}")
             info["runs"].append(run)
     for info in entries.values():
         info["summary"] = summarize(info["runs"])
     return {
         "fisherprec": fisherprec.__version__,
         "torch": torch.__version__,
+        "versions": _versions(resolved),
+        "date": started.isoformat(timespec="seconds"),
+        "machine": _machine(),
         "device": str(device),
         "threads": torch.get_num_threads(),
         "task": {
@@ -434,8 +800,24 @@ def compare(
             "sample_unit": task.sample_unit,
             "seeds": list(range(seeds)),
             "log_scale": task.log_scale,
+            "schedule": {
+                "name": schedule,
+                "warmup_fraction": warmup_fraction,
+                "warmup_steps": schedules.warmup_steps(steps, warmup_fraction),
+                "min_factor": schedules.MIN_FACTOR if schedule != "none" else 1.0,
+            },
         },
-        "tune": {"factors": list(TUNE_FACTORS), "seed": TUNE_SEED} if tune else None,
+        "tune": (
+            {
+                "factors": list(TUNE_FACTORS),
+                "widen": {k: list(v) for k, v in TUNE_WIDEN.items()},
+                "seed": TUNE_SEED,
+                "steps": tune_steps,
+                "score": f"mean of the last {TUNE_SCORE_EVALS} held-out losses",
+            }
+            if tune
+            else None
+        ),
         "optimizers": entries,
         "errors": errors,
     }
@@ -506,10 +888,19 @@ def table_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             to_steps = _fmt(s["steps_to_threshold"], kind="int") + partial
             to_samples = _fmt(s["samples_to_threshold"], kind="count") + partial
             to_seconds = _fmt(s["seconds_to_threshold"]) + partial
+        tuning = info.get("tuning") or {}
+        edge = tuning.get("at_edge")
         rows.append(
             [
                 name + (f" ({s['errors']} failed)" if s["errors"] else ""),
-                lr + (" (tuned)" if info["lr_source"] == "tuned" else ""),
+                lr
+                + (
+                    ""
+                    if info["lr_source"] != "tuned"
+                    else f" (tuned, {edge} edge)"
+                    if edge
+                    else " (tuned)"
+                ),
                 final,
                 to_steps,
                 to_samples,
@@ -525,11 +916,28 @@ def format_table(result: dict[str, Any]) -> str:
     """The summary as a Markdown table, preceded by a line saying what was run."""
     t = result["task"]
     seeds = len(t["seeds"])
+    sched = t.get("schedule") or {"name": "none"}
+    if sched["name"] == "none":
+        schedule_text = "constant lr"
+    else:
+        schedule_text = (
+            f"lr schedule {sched['name']} ({sched['warmup_steps']} warm-up steps, decay to "
+            f"{sched['min_factor']:g} × lr)"
+        )
+    tune = result.get("tune")
+    tune_text = (
+        ""
+        if not tune
+        else f"\nlr tuned on seed {tune['seed']}: default × "
+        f"{', '.join(f'{f:g}' for f in tune['factors'])} for {tune['steps']} steps, best "
+        f"{tune['score']}, widened once at an edge ('edge' = still at the end after that)"
+    )
     intro = (
         f"task {t['name']}: {t['description']}\n"
         f"error ε = {t['loss']}; threshold δ = {t['threshold']:g}; {t['steps']} steps × "
-        f"{t['samples_per_step']} {t['sample_unit']}; {seeds} seed{'s' * (seeds > 1)} "
-        f"(mean ± std); device {result['device']} ({result['threads']} threads)"
+        f"{t['samples_per_step']} {t['sample_unit']}; {schedule_text}; {seeds} "
+        f"seed{'s' * (seeds > 1)} (mean ± std); device {result['device']} "
+        f"({result['threads']} threads){tune_text}"
     )
     header, rows = table_rows(result)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
@@ -607,8 +1015,50 @@ def write_outputs(result: dict[str, Any], out: str | Path) -> dict[str, Path | N
     }
     result = {**result, "files": {k: None if v is None else str(v) for k, v in paths.items()}}
     json_path.write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
-    table_path.write_text(format_table(result) + "\n")
+    table_path.write_text(format_table(result) + "\n\n" + format_provenance(result) + "\n")
     return paths
+
+
+def format_provenance(result: dict[str, Any]) -> str:
+    """When, where and with what the result was made: the command (when run from the
+    command line), date, machine and versions, as Markdown lines."""
+    machine = result.get("machine") or {}
+    versions = ", ".join(f"{k} {v}" for k, v in (result.get("versions") or {}).items())
+    lines = []
+    if result.get("command"):
+        lines.append(f"- command: `{result['command']}`")
+    lines += [
+        f"- date: {result.get('date', '?')} (start of the run, UTC)",
+        f"- machine: {machine.get('processor', '?')}, {machine.get('cpus', '?')} CPUs, "
+        f"{machine.get('platform', '?')}, Python {machine.get('python', '?')}; "
+        f"device {result['device']}, {result['threads']} torch threads",
+        f"- versions: fisherprec {result.get('fisherprec', '?')}, {versions}",
+    ]
+    return "\n".join(lines)
+
+
+def _command_line(args: argparse.Namespace) -> str:
+    """The command that reproduces `args` (every option spelled out)."""
+    parts = ["fisherprec", "compare", "--task", args.task]
+    if args.optimizers:
+        parts += ["--optimizers", *_split_names(args.optimizers)]
+    for item in args.opt_kwargs or []:
+        parts += ["--opt-kwargs", item]
+    for flag, value in (
+        ("--steps", args.steps),
+        ("--threshold", args.threshold),
+        ("--schedule", args.schedule),
+        ("--threads", args.threads),
+    ):
+        if value is not None:
+            parts += [flag, str(value)]
+    parts += ["--seeds", str(args.seeds)]
+    if args.tune:
+        parts.append("--tune")
+    if args.device != "cpu":
+        parts += ["--device", args.device]
+    parts += ["--out", str(args.out)]
+    return shlex.join(parts)
 
 
 # --------------------------------------------------------------------------- command line
@@ -618,6 +1068,27 @@ def _split_names(values: Sequence[str] | None) -> list[str] | None:
     if values is None:
         return None
     return [name for value in values for name in value.split(",") if name]
+
+
+def parse_opt_kwargs(values: Sequence[str] | None) -> dict[str, dict[str, Any]]:
+    """``NAME=JSON`` items (``adamw='{"weight_decay": 0.1}'``) as {name: kwargs};
+    a name given twice merges, the later value winning."""
+    parsed: dict[str, dict[str, Any]] = {}
+    for item in values or []:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise UsageError(
+                f"--opt-kwargs expects NAME=JSON, e.g. adamw='{{\"weight_decay\": 0.1}}', "
+                f"got {item!r}"
+            )
+        try:
+            kwargs = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise UsageError(f"--opt-kwargs for {name!r}: invalid JSON {text!r} ({err})") from None
+        if not isinstance(kwargs, dict):
+            raise UsageError(f"--opt-kwargs for {name!r} must be a JSON object, got {text!r}")
+        parsed.setdefault(name, {}).update(kwargs)
+    return parsed
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -634,9 +1105,12 @@ def _run(args: argparse.Namespace) -> int:
             tune=args.tune,
             device=args.device,
             progress=Progress(quiet=args.quiet),
+            opt_kwargs=parse_opt_kwargs(args.opt_kwargs),
+            schedule=args.schedule,
         )
     finally:
         torch.set_num_threads(threads)
+    result["command"] = _command_line(args)
     paths = write_outputs(result, args.out)
     print(format_table(result))
     print()
@@ -666,9 +1140,14 @@ def _epilog() -> str:
     for name in tasks.names():
         task = tasks.get(name)
         lrs = ", ".join(f"{k} {v:g}" for k, v in task.lrs.items())
+        sched = (
+            ""
+            if task.schedule == "none"
+            else f"; schedule {task.schedule} ({task.warmup_fraction:g} of the steps warm-up)"
+        )
         text = (
             f"{task.description}. Defaults: {task.steps} steps, δ = {task.threshold:g} on the "
-            f"{task.loss_name}; lr: {lrs}"
+            f"{task.loss_name}; lr: {lrs}{sched}"
         )
         lines += textwrap.wrap(
             text, _HELP_WIDTH, initial_indent=f"  {name:<15} ", subsequent_indent=" " * 18
@@ -682,11 +1161,33 @@ def _epilog() -> str:
             initial_indent=f"  {name:<15} ",
             subsequent_indent=" " * 18,
         )
+    grid = ", ".join(f"{f:g}" for f in TUNE_FACTORS)
+    low, high = (", ".join(f"{f:g}" for f in TUNE_WIDEN[k]) for k in ("low", "high"))
     lines += [
         "",
-        "Learning rates: the task's documented default for the optimizer, else the lr in the",
-        "optimizer's registry entry. Outputs under --out: compare-<task>.json (every number),",
-        "compare-<task>.md (the table), compare-<task>.png (needs matplotlib).",
+        "outside optimizers: module:Class is any torch.optim-style class, built as",
+        "  Class(params, lr=..., **kwargs), e.g. torch.optim:Adam, pytorch_optimizer:SOAP,",
+        "  pytorch_optimizer:Shampoo, heavyball:SOAP, heavyball:PSGDKron; the outside",
+        f"  libraries come with the '{PEERS_EXTRA}' extra: pip install 'fisherprec[{PEERS_EXTRA}]'.",
+        f"  '{ALL_REGISTERED}' in --optimizers stands for every registered optimizer.",
+        "",
+        "Learning rates: an lr in --opt-kwargs, else the task's documented default for the",
+        "optimizer, else the lr in the optimizer's registry entry, else the class's own default.",
+        "The schedule (the task's, or --schedule) multiplies every optimizer's lr alike.",
+        "",
+        "Tuning protocol (--tune), the same for every optimizer, built-in or outside:",
+        f"  grid     the default lr above × {grid}",
+        f"  runs     one per grid point, steps/{TUNE_STEPS_DIVISOR} steps each (the schedule",
+        f"           stretched over them), on seed {TUNE_SEED}: never a reported seed (0..K-1)",
+        f"  score    mean of the last {TUNE_SCORE_EVALS} held-out losses; diverged or failed = none",
+        "  pick     the lowest score; its lr is used for every reported seed",
+        f"  edge     a best lr at the low (high) end widens the grid once by × {low}",
+        f"           (× {high}); still at the end after that: marked '(tuned, low/high edge)'",
+        "",
+        "Outputs under --out: compare-<task>.json (every number, the date, machine and",
+        "versions), compare-<task>.md (the table), compare-<task>.png (needs matplotlib).",
+        "Progress (stderr, unless --quiet): the estimated total time first, then one line per",
+        "run (optimizer, lr, seed, step, held-out loss, ETA); bars only on a terminal.",
         "Exit status: 0 on success (also when an optimizer diverges or misses δ), 1 when a",
         "run raised an error, 2 for a bad request (unknown task/optimizer/device).",
     ]
@@ -717,7 +1218,24 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "--optimizers",
         nargs="+",
         metavar="NAME",
-        help="optimizers to compare, space- or comma-separated (default: every registered one)",
+        help="optimizers to compare, space- or comma-separated: registered names, "
+        f"'{ALL_REGISTERED}' (every registered one; the default) and module:Class outside "
+        "optimizers (see below)",
+    )
+    parser.add_argument(
+        "--opt-kwargs",
+        nargs="+",
+        action="extend",
+        metavar="NAME=JSON",
+        help="extra keyword arguments for an optimizer, as a JSON object, e.g. "
+        "heavyball:SOAP='{\"precondition_frequency\": 10}' (an lr here is its default lr)",
+    )
+    parser.add_argument(
+        "--schedule",
+        choices=schedules.SCHEDULES,
+        help="learning-rate schedule for every optimizer alike: cosine = linear warm-up then "
+        f"cosine decay to {schedules.MIN_FACTOR:g} × lr; none = constant "
+        "(default: the task's)",
     )
     parser.add_argument(
         "--steps",
@@ -743,8 +1261,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         action="store_true",
         help=f"first sweep each optimizer's lr over default × {', '.join(f'{f:g}' for f in TUNE_FACTORS)} "
         f"for steps/{TUNE_STEPS_DIVISOR} steps on seed {TUNE_SEED} (never a reported seed); "
-        "keep the lr with the lowest mean of the last 3 held-out losses (costs about "
-        "2.5 runs per optimizer on top of the reported ones)",
+        f"keep the lr with the lowest mean of the last {TUNE_SCORE_EVALS} held-out losses; a "
+        "best lr at an end of the grid widens it once that way (costs about 2.5–3.5 runs per "
+        "optimizer on top of the reported ones; the protocol is below)",
     )
     parser.add_argument(
         "--out",

@@ -192,8 +192,9 @@ def test_tune_sweeps_on_a_separate_seed_and_keeps_the_best(tmp_path):
     base = tasks.get("regression").lrs["adamw"]
     assert tuning["seed"] not in result["task"]["seeds"]
     assert tuning["steps"] == 6 // compare_mod.TUNE_STEPS_DIVISOR
+    extra = compare_mod.TUNE_WIDEN[tuning["widened"]] if tuning["widened"] else ()
     assert [s["lr"] for s in tuning["sweep"]] == pytest.approx(
-        [base * f for f in compare_mod.TUNE_FACTORS]
+        [base * f for f in (*compare_mod.TUNE_FACTORS, *extra)]
     )
     best = min((s for s in tuning["sweep"] if s["score"] is not None), key=lambda s: s["score"])
     assert info["lr"] == best["lr"] == tuning["lr"] and info["lr_source"] == "tuned"

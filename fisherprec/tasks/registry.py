@@ -67,6 +67,10 @@ class Task:
     lrs: Mapping[str, float] = field(default_factory=dict)  # default lr per optimizer
     log_scale: bool = False  # plot the loss on a log axis
     evals: int = 50  # held-out evaluations per run (plus one before the first step)
+    # The default learning-rate schedule (fisherprec.schedule.SCHEDULES), applied to every
+    # optimizer alike, and its warm-up as a fraction of the run's steps.
+    schedule: str = "none"
+    warmup_fraction: float = 0.0
 
 
 _TASKS: dict[str, Task] = {}

@@ -24,6 +24,9 @@ class Corpus:
     heldout: torch.Tensor  # uint8, the concatenated held-out files
     train_files: int
     heldout_files: int
+    # Paths relative to the stdlib directory, in the order they were concatenated.
+    train_names: tuple[str, ...] = ()
+    heldout_names: tuple[str, ...] = ()
 
 
 def stdlib_dir() -> Path:
@@ -58,18 +61,17 @@ def load_stdlib_corpus(max_bytes: int = 4_000_000, heldout_fraction: float = 0.1
         "heldout": max(1, int(max_bytes * heldout_fraction / (1 - heldout_fraction))),
     }
     chunks: dict[str, list[bytes]] = {"train": [], "heldout": []}
+    names: dict[str, list[str]] = {"train": [], "heldout": []}
     for path in files:
-        split = (
-            "heldout"
-            if _is_heldout(path.relative_to(root).as_posix(), heldout_fraction)
-            else "train"
-        )
+        relative = path.relative_to(root).as_posix()
+        split = "heldout" if _is_heldout(relative, heldout_fraction) else "train"
         if budget[split] <= 0:
             if budget["train"] <= 0 and budget["heldout"] <= 0:
                 break
             continue
         data = path.read_bytes()[: budget[split]]
         chunks[split].append(data)
+        names[split].append(relative)
         budget[split] -= len(data)
 
     def as_tensor(parts: list[bytes]) -> torch.Tensor:
@@ -80,6 +82,8 @@ def load_stdlib_corpus(max_bytes: int = 4_000_000, heldout_fraction: float = 0.1
         as_tensor(chunks["heldout"]),
         len(chunks["train"]),
         len(chunks["heldout"]),
+        tuple(names["train"]),
+        tuple(names["heldout"]),
     )
 
 
