@@ -238,7 +238,7 @@ def block_fisher_steps(
     damping: float,
     update_every: int,
     graft: str | None,
-    weight_decay: float = 0.0,
+    weight_decay: float = 1e-2,  # the optimizers' default (AdamW's)
     power: float = 0.5,
     eps: float = 1e-8,
     maximize: bool = False,
@@ -306,7 +306,7 @@ def lowrank_fisher_steps(
     damping: float,
     update_every: int = 1,
     graft: bool = True,
-    weight_decay: float = 0.0,
+    weight_decay: float = 1e-2,  # the optimizers' default (AdamW's)
     eps: float = 1e-8,
     decay: float = 1.0,
     rcond: float = 1e-3,

@@ -354,7 +354,7 @@ def test_optimizer_matches_dense_float64_reference(kwargs, generator):
         damping=args["damping"],
         update_every=args.get("update_every", 1),
         graft=args.get("graft", "diag") == "diag",
-        weight_decay=args.get("weight_decay", 0.0),
+        weight_decay=opt.defaults["weight_decay"],
         decay=args.get("decay", 1.0),
         rcond=opt.defaults["rcond"],
         maximize=args.get("maximize", False),

@@ -35,7 +35,14 @@ WORKLOADS: dict[str, tuple[int, int]] = {
     **{f"1e{e}-r{r}": (10**e, r) for e in (6, 7) for r in (8, 32, 128)},
 }
 DEFAULT_WORKLOADS = ("small", "1e6-r8", "1e6-r32", "1e6-r128", "1e7-r8", "1e7-r32")
-HYPER = {"lr": 1e-3, "betas": (0.9, 0.999), "damping": 1e-8, "eps": 1e-8, "rcond": 1e-3}
+HYPER = {
+    "lr": 1e-3,
+    "betas": (0.9, 0.999),
+    "damping": 1e-8,
+    "eps": 1e-8,
+    "rcond": 1e-3,
+    "weight_decay": 0.0,
+}
 
 
 def _full_window(opt: LowRankFisher, param: torch.Tensor, generator: torch.Generator) -> None:

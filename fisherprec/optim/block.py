@@ -71,7 +71,7 @@ class BlockFisher(FisherOptimizer):
         update_every: steps between inverse-root refreshes.
         graft: ``"diag"`` (rescale each block to its Adam update norm, as
             Shampoo grafts) or ``None``.
-        weight_decay: decoupled (AdamW) weight decay.
+        weight_decay: decoupled (AdamW) weight decay; 1e-2 as AdamW.
         power: p, the root's power (1/2: F^{-1/2}; 1/4 for Shampoo-style use).
         eps: Adam's ε for the graft and the diagonal fallback.
         maximize: ascend instead of descend.
@@ -98,7 +98,7 @@ class BlockFisher(FisherOptimizer):
         damping: float = 1e-8,
         update_every: int = 10,
         graft: str | None = "diag",
-        weight_decay: float = 0.0,
+        weight_decay: float = 1e-2,
         power: float = 0.5,
         *,
         eps: float = 1e-8,

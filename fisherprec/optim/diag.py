@@ -1,7 +1,9 @@
 """DiagFisher: θ ← θ − α F^{-power} g with the diagonal EMA Fisher (THEORY.md §4–5).
 
 With its defaults it is AdamW (same state layout, same trajectory to float32
-rounding); with ``betas=(0, β2), bias_correction=False`` it is RMSprop's
+rounding; its defaults are AdamW's, weight_decay=1e-2 included, so a literal
+swap changes nothing); with ``betas=(0, β2), bias_correction=False,
+weight_decay=0`` it is RMSprop's
 update rule. One fused native call per (device, dtype, step) bucket.
 """
 
@@ -67,7 +69,7 @@ class DiagFisher(FisherOptimizer):
       to float32 rounding; the state (``"step"`` as a 0-dim float32 tensor,
       ``"exp_avg"``, ``"exp_avg_sq"``) has AdamW's layout, so checkpoints load
       in either direction.
-    - ``betas=(0, β2), bias_correction=False``: ``torch.optim.RMSprop`` with
+    - ``betas=(0, β2), bias_correction=False, weight_decay=0``: ``torch.optim.RMSprop`` with
       ``alpha=β2`` (and no momentum/centering/weight decay): θ ← θ − γ g /
       (√v + ε). RMSprop also puts ε outside the square root, so the rules are
       identical; with β1 = 0 the momentum buffer equals g exactly.
@@ -89,7 +91,8 @@ class DiagFisher(FisherOptimizer):
         lr: learning rate γ (a float, or a 1-element tensor read each step).
         betas: (β1, β2), each in [0, 1).
         eps: ε ≥ 0, added to the root of the second moment.
-        weight_decay: decoupled weight decay λ ≥ 0 (θ ← θ(1 − γλ)).
+        weight_decay: decoupled weight decay λ ≥ 0 (θ ← θ(1 − γλ)); 1e-2 as AdamW
+            (0 gives Adam without weight decay).
         bias_correction: divide the moments by 1 − β^t (Adam) or not (RMSprop).
         power: p > 0, the exponent of the preconditioner F^{-p}.
         maximize: ascend the objective.
@@ -116,7 +119,7 @@ class DiagFisher(FisherOptimizer):
         lr: float | torch.Tensor = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
-        weight_decay: float = 0.0,
+        weight_decay: float = 1e-2,
         bias_correction: bool = True,
         power: float = 0.5,
         *,

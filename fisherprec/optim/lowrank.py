@@ -99,7 +99,7 @@ class LowRankFisher(FisherOptimizer):
         update_every: insert a gradient (and refresh the r×r eigenbasis) every
             this many steps; the other steps precondition with the current window.
         graft: "diag" or None.
-        weight_decay: decoupled, as AdamW.
+        weight_decay: decoupled, as AdamW (and its default, 1e-2).
         buffer_dtype: storage of the window: float32 (default), bfloat16 (half
             the memory and traffic; K is computed from the stored values, so it
             stays the exact Gram matrix of what F uses) or float64.
@@ -136,7 +136,7 @@ class LowRankFisher(FisherOptimizer):
         damping: float = 1e-8,
         update_every: int = 1,
         graft: str | None = "diag",
-        weight_decay: float = 0.0,
+        weight_decay: float = 1e-2,
         buffer_dtype: torch.dtype = torch.float32,
         *,
         eps: float = 1e-8,
