@@ -415,3 +415,23 @@ def test_per_sample_grads_names_batchnorm_in_train_mode(generator):
         fp.fisher.per_sample_grads(model, torch.nn.functional.mse_loss, x, y)
     model.eval()  # running statistics: per-sample gradients are defined
     assert fp.fisher.per_sample_grads(model, torch.nn.functional.mse_loss, x, y).shape[0] == 6
+
+
+@pytest.mark.parametrize("name", FISHER_OPTIMIZERS)
+def test_dtensor_parameters_are_a_clear_type_error_not_a_crash(name, tmp_path):
+    """DiagFisher segfaulted on a DTensor parameter (data_ptr() is 0); until the
+    optimizers step DTensors' local shards, they refuse them by name."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+    )
+    try:
+        mesh = init_device_mesh("cpu", (1,))
+        p = torch.nn.Parameter(distribute_tensor(torch.randn(4, 3), mesh, [Shard(0)]))
+        with pytest.raises(TypeError, match="DTensor"):
+            _build(name, [p])
+    finally:
+        dist.destroy_process_group()
