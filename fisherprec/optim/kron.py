@@ -1,0 +1,487 @@
+"""KronFisher: preconditioning with the Kronecker-factored empirical Fisher of
+each weight matrix (docs/theory.md, section "Kronecker-factored empirical
+Fisher"), in its exact form (``mode="kron"``) or eigenvalue-corrected, as Adam
+in the factors' eigenbasis (``mode="eigen"``, the default; EKFAC / SOAP)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+
+from fisherprec import ops
+from fisherprec.fisher.kron import KronLayout, check_max_dim, safe_eigh
+from fisherprec.optim._base import (
+    FisherOptimizer,
+    check_betas,
+    check_graft,
+    check_lr,
+    check_nonfinite_policy,
+    check_nonnegative,
+    check_positive_int,
+    check_power,
+)
+from fisherprec.optim.registry import OptimizerEntry, register
+
+__all__ = ["KronFisher", "state_bytes"]
+
+MODES = ("eigen", "kron")
+REFRESHES = ("qr", "eigh")
+
+
+def _state_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 state for float32/bfloat16/float16 parameters; float64 stays float64."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _is_matrix(shape: Sequence[int], precondition_1d: bool) -> bool:
+    """Whether a tensor of `shape` gets Kronecker factors (else the AdamW step)."""
+    return len(shape) >= 2 or (len(shape) == 1 and precondition_1d)
+
+
+def _needs_diag_moment(mode: str, graft: str | None) -> bool:
+    # Adam's param-space second moment: for the graft's reference norm, and in
+    # mode "kron" for the AdamW step of blocks that never had a decomposition.
+    return graft == "diag" or mode == "kron"
+
+
+def state_bytes(
+    shape: Sequence[int],
+    *,
+    mode: str = "eigen",
+    graft: str | None = "diag",
+    max_dim: int = 1024,
+    precondition_1d: bool = False,
+    dtype: torch.dtype = torch.float32,
+) -> int:
+    """Bytes of KronFisher's state for one parameter of `shape` and `dtype`,
+    computed without allocating (``KronFisher.memory_bytes`` of a parameter
+    after its first step equals it; tested).
+
+    AdamW route (0-D, and 1-D unless ``precondition_1d``): step + m + v.
+    Matrix route: step, m, v (if grafted or in mode "kron"), per block of
+    r × c the factors L, R and bases Q_L, Q_R (2·(r² + c²) numbers), the
+    rotated second moment (mode "eigen", r·c) or the eigenvalues (mode "kron",
+    r + c), an int32 status and a bool per block, and an int64 failure count."""
+    size = torch.empty((), dtype=_state_dtype(dtype)).element_size()
+    numel = math.prod(shape)
+    if not _is_matrix(shape, precondition_1d):
+        return 4 + 2 * numel * size
+    layout = KronLayout(shape, max_dim)
+    total = 4 + 8 + numel * size  # step, eig_failures, exp_avg
+    if _needs_diag_moment(mode, graft):
+        total += numel * size
+    total += 2 * layout.factor_numel() * size  # factors and bases
+    for c in layout.classes:
+        total += c.count * (4 + 1)  # basis_status (int32), basis_valid (bool)
+        if mode == "eigen":
+            total += c.count * c.rows * c.cols * size
+        else:
+            total += c.count * (c.rows + c.cols) * size
+    return total
+
+
+class KronFisher(FisherOptimizer):
+    r"""Kronecker-factored empirical Fisher preconditioning (docs/theory.md,
+    section "Kronecker-factored empirical Fisher").
+
+    Each parameter with two or more dimensions (and 1-D ones with
+    ``precondition_1d=True``) is viewed as a matrix G (conv weights
+    (o, i, kh, kw) as (o, i·kh·kw), other ranks as (d0, rest), 1-D as (1, n))
+    and cut into blocks of at most ``max_dim`` per side
+    (``fisherprec.fisher.kron.KronLayout``). Per block, at every step t, with g
+    the gradient (negated when ``maximize``), c_k = 1 − β_k^t:
+
+    .. math::
+        \begin{aligned}
+        L &\leftarrow \beta_2 L + (1-\beta_2)\, G G^\top, \qquad
+        R \leftarrow \beta_2 R + (1-\beta_2)\, G^\top G \\
+        Q_L, Q_R &\leftarrow \text{eigenbases of } L, R
+            \quad (t = 1, 1+U, 1+2U, \dots;\ U = \texttt{update\_every}) \\
+        m &\leftarrow \beta_1 m + (1-\beta_1)\, G \quad\text{(parameter space)} \\
+        \texttt{eigen}:\quad \tilde G &= Q_L^\top G Q_R, \quad
+            \tilde v \leftarrow \beta_2 \tilde v + (1-\beta_2)\, \tilde G^{2}, \quad
+            D = Q_L \Big[\frac{Q_L^\top (m/c_1) Q_R}{(\tilde v/c_2)^{p} + \epsilon}\Big] Q_R^\top \\
+        \texttt{kron}:\quad D &= Q_L \Big[(Q_L^\top (m/c_1) Q_R) \oslash
+            (a b^\top/\mathrm{tr} L + \lambda)^{p}\Big] Q_R^\top
+            = (\hat F + \lambda I)^{-p}\, \hat m \\
+        \theta &\leftarrow \theta\,(1 - \alpha\,\mathrm{wd}) - \alpha\, D \cdot
+            \frac{\lVert A\rVert}{\lVert D\rVert}
+            \quad (\texttt{graft="diag"}: A = \hat m/(\sqrt{\hat v}+\epsilon)
+            \text{ on the block, Adam's step})
+        \end{aligned}
+
+    with a, b the eigenvalues of L/c_2, R/c_2 (clamped at 0) at the last
+    refresh. ``mode="eigen"`` is Adam run in the rotated coordinates (its second
+    moment is the best diagonal Fisher in the Kronecker eigenbasis; ``damping``
+    is not used there, ``eps`` plays its part); ``mode="kron"`` is the exact
+    (F̂ + λI)^{-p} step with F̂ = (L ⊗ R)/tr L; ``power=0.25`` there is
+    Shampoo's L^{-1/4} G R^{-1/4} up to a scalar, which the graft removes.
+
+    Refreshes: the first decomposition of a block is ``torch.linalg.eigh``
+    (float64). Later ones are ``refresh="qr"`` (default): one power-iteration
+    step Q ← qr(L Q), as SOAP does, or ``refresh="eigh"``. QR is ~4× cheaper
+    per refresh here and, with the factors changing slowly between refreshes,
+    trains as well (docs/theory.md, same section; the measurements are in the
+    commit that chose it). In mode "kron" the eigenvalues after a QR refresh
+    are the Rayleigh quotients diag(Qᵀ L Q), so the step is exact for the
+    current factors only with ``refresh="eigh"``.
+
+    Moments across a change of basis: the first moment lives in parameter
+    space, so it needs nothing. The rotated second moment ṽ is re-projected:
+    with O = Q_newᵀ Q_old per side, ṽ ← (O_L ∘ O_L) ṽ (O_R ∘ O_R)ᵀ, which is
+    the diagonal of the old diagonal second moment expressed in the new basis
+    (a permutation of the basis permutes ṽ; Σ ṽ is kept).
+
+    A block whose decomposition fails (non-finite factor, no convergence,
+    non-finite result) keeps its last good basis; the failure is counted in
+    ``state[p]["eig_failures"]`` and :attr:`eig_failures`, and the outcome of
+    the last refresh is ``state[p]["basis_status<c>"]`` (``ops.ROOT_*``). Before
+    a block's first good decomposition, mode "eigen" uses the identity basis
+    (plain Adam) and mode "kron" takes Adam's step.
+
+    Other parameters (0-D, and 1-D unless ``precondition_1d``) take the AdamW
+    step with the same lr, betas, eps and weight decay.
+
+    Memory (``state_bytes``): per element m (and v when grafted), plus per
+    block 2·(r² + c²)/(r·c) numbers for factors and bases and, in mode "eigen",
+    ṽ: at most 8 float32 numbers per parameter at GPT-2-small shapes with the
+    defaults (tested).
+
+    Args:
+        params: parameters or param groups.
+        lr: α (a float, or a 1-element tensor read each step).
+        betas: (β1, β2); β2 also drives the EMA of the factors.
+        eps: Adam's ε, in the rotated coordinates (mode "eigen"), in the graft
+            and in the AdamW step.
+        weight_decay: decoupled (AdamW) weight decay.
+        mode: ``"eigen"`` or ``"kron"`` (see above).
+        power: p, the exponent (1/2: F^{-1/2}; 1/4: Shampoo).
+        damping: λ ≥ 0 inside the root of mode "kron" (unused in mode "eigen").
+        max_dim: the longest side of a block.
+        update_every: U, steps between refreshes of the bases.
+        refresh: ``"qr"`` or ``"eigh"`` for the refreshes after the first.
+        graft: ``"diag"`` (rescale each block to the norm of its Adam step) or ``None``.
+        precondition_1d: give 1-D parameters (biases, norms) factors too.
+        maximize: ascend instead of descend.
+        nonfinite: ``"propagate"``, ``"raise"`` or ``"skip"`` (see FisherOptimizer).
+
+    Example:
+        >>> import torch, fisherprec as fp
+        >>> model = torch.nn.Linear(20, 3)
+        >>> opt = fp.optim.KronFisher(model.parameters(), lr=1e-2, update_every=2)
+        >>> for _ in range(4):
+        ...     opt.zero_grad()
+        ...     model(torch.randn(8, 20)).square().mean().backward()
+        ...     opt.step()
+        >>> opt.eig_failures, sorted(opt.state[model.bias])
+        (0, ['exp_avg', 'exp_avg_sq', 'step'])
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float | torch.Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        *,
+        mode: str = "eigen",
+        power: float = 0.5,
+        damping: float = 1e-8,
+        max_dim: int = 1024,
+        update_every: int = 10,
+        refresh: str = "qr",
+        graft: str | None = "diag",
+        precondition_1d: bool = False,
+        maximize: bool = False,
+        nonfinite: str = "propagate",
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "betas": tuple(betas) if isinstance(betas, Sequence) else betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "mode": mode,
+            "power": power,
+            "damping": damping,
+            "max_dim": max_dim,
+            "update_every": update_every,
+            "refresh": refresh,
+            "graft": graft,
+            "precondition_1d": precondition_1d,
+            "maximize": maximize,
+            "nonfinite": nonfinite,
+        }
+        self._check_group(defaults)
+        self._layouts: dict[tuple[tuple[int, ...], int], KronLayout] = {}
+        super().__init__(params, defaults)
+
+    @staticmethod
+    def _check_group(group: dict[str, Any]) -> None:
+        check_lr(group["lr"])
+        betas = group["betas"]
+        if not isinstance(betas, Sequence):
+            raise ValueError(f"Invalid betas: {betas!r} (expected two values)")
+        check_betas(betas)
+        check_nonnegative("epsilon", group["eps"])
+        check_nonnegative("weight_decay", group["weight_decay"])
+        if group["mode"] not in MODES:
+            raise ValueError(f"Invalid mode value: {group['mode']!r}; choose one of {MODES}")
+        check_power(group["power"])
+        check_nonnegative("damping", group["damping"])
+        if group["mode"] == "kron" and group["damping"] == 0.0:
+            raise ValueError("Invalid damping value: 0.0 (mode='kron' needs damping > 0)")
+        check_max_dim(group["max_dim"])
+        check_positive_int("update_every", group["update_every"])
+        if group["refresh"] not in REFRESHES:
+            raise ValueError(
+                f"Invalid refresh value: {group['refresh']!r}; choose one of {REFRESHES}"
+            )
+        check_graft(group["graft"])
+        for flag in ("precondition_1d", "maximize"):
+            if not isinstance(group[flag], bool):
+                raise ValueError(f"Invalid {flag} value: {group[flag]!r} (must be a bool)")
+        check_nonfinite_policy(group["nonfinite"])
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        # Validate before the group joins: a bad group must leave the optimizer as it was.
+        self._check_group({**self.defaults, **param_group})
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        group["betas"] = tuple(group["betas"])
+        ops.check_no_overlap({"params": [p for p in group["params"] if p.numel()]})
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.__dict__.setdefault("_layouts", {})
+
+    @property
+    def eig_failures(self) -> int:
+        """Block decompositions that failed, summed over refreshes and parameters."""
+        return int(sum(int(s["eig_failures"]) for s in self.state.values() if "eig_failures" in s))
+
+    # --------------------------------------------------------------- state
+    def _layout(self, shape: Sequence[int], max_dim: int) -> KronLayout:
+        key = (tuple(shape), max_dim)
+        if key not in self._layouts:
+            self._layouts[key] = KronLayout(key[0], max_dim)
+        return self._layouts[key]
+
+    def _init_state(self, group: dict[str, Any], p: torch.Tensor) -> dict[str, Any]:
+        state = self.state[p]
+        if state:
+            return state
+        dtype = _state_dtype(p.dtype)
+        like = {"dtype": dtype, "device": p.device}
+        state["step"] = torch.tensor(0.0, dtype=torch.float32)
+        state["exp_avg"] = torch.zeros(p.shape, **like)
+        if not _is_matrix(p.shape, group["precondition_1d"]):
+            state["exp_avg_sq"] = torch.zeros(p.shape, **like)
+            return state
+        if _needs_diag_moment(group["mode"], group["graft"]):
+            state["exp_avg_sq"] = torch.zeros(p.shape, **like)
+        state["eig_failures"] = torch.zeros((), dtype=torch.int64)
+        layout = self._layout(p.shape, group["max_dim"])
+        for c, cls in enumerate(layout.classes):
+            k, r, n = cls.count, cls.rows, cls.cols
+            state[f"left{c}"] = torch.zeros(k, r, r, **like)
+            state[f"right{c}"] = torch.zeros(k, n, n, **like)
+            state[f"basis_left{c}"] = torch.eye(r, **like).repeat(k, 1, 1)
+            state[f"basis_right{c}"] = torch.eye(n, **like).repeat(k, 1, 1)
+            state[f"basis_status{c}"] = torch.full(
+                (k,), ops.ROOT_NONE, dtype=torch.int32, device=p.device
+            )
+            state[f"basis_valid{c}"] = torch.zeros(k, dtype=torch.bool, device=p.device)
+            if group["mode"] == "eigen":
+                state[f"exp_avg_sq_rot{c}"] = torch.zeros(k, r, n, **like)
+            else:
+                state[f"eig_left{c}"] = torch.zeros(k, r, **like)
+                state[f"eig_right{c}"] = torch.zeros(k, n, **like)
+        return state
+
+    # ---------------------------------------------------------------- step
+    def _step_group(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        for p, g in zip(params, grads, strict=True):
+            state = self._init_state(group, p)
+            state["step"] += 1
+            t = int(state["step"])
+            dtype = state["exp_avg"].dtype
+            grad = g.to(dtype)
+            if group["maximize"]:
+                grad = -grad
+            if _is_matrix(p.shape, group["precondition_1d"]):
+                update = self._matrix_direction(group, p, grad, state, t)
+            else:
+                update = self._adam_direction(group, grad, state, t)
+            lr = float(group["lr"])
+            work = p if p.dtype == dtype else p.to(dtype)
+            work.mul_(1.0 - lr * group["weight_decay"]).add_(update, alpha=-lr)
+            if work is not p:
+                p.copy_(work)
+
+    @staticmethod
+    def _adam_direction(
+        group: dict[str, Any], grad: torch.Tensor, state: dict[str, Any], t: int
+    ) -> torch.Tensor:
+        """AdamW's m̂/(sqrt(v̂)+ε), updating m and v."""
+        beta1, beta2 = group["betas"]
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m.lerp_(grad, 1.0 - beta1)
+        v.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+        denom = (v / (1.0 - beta2**t)).sqrt_().add_(group["eps"])
+        return (m / (1.0 - beta1**t)).div_(denom)
+
+    def _matrix_direction(
+        self,
+        group: dict[str, Any],
+        p: torch.Tensor,
+        grad: torch.Tensor,
+        state: dict[str, Any],
+        t: int,
+    ) -> torch.Tensor:
+        beta1, beta2 = group["betas"]
+        mode, power, eps = group["mode"], group["power"], group["eps"]
+        layout = self._layout(p.shape, group["max_dim"])
+        c1, c2 = 1.0 - beta1**t, 1.0 - beta2**t
+        grad_blocks = [b[0] for b in layout.blocks(grad.reshape(1, -1))]
+        for c, gb in enumerate(grad_blocks):
+            state[f"left{c}"].baddbmm_(gb, gb.mT, beta=beta2, alpha=1.0 - beta2)
+            state[f"right{c}"].baddbmm_(gb.mT, gb, beta=beta2, alpha=1.0 - beta2)
+        if (t - 1) % group["update_every"] == 0:
+            self._refresh(group, layout, state)
+        m = state["exp_avg"]
+        m.lerp_(grad, 1.0 - beta1)
+        adam_blocks = None
+        if _needs_diag_moment(mode, group["graft"]):
+            v = state["exp_avg_sq"]
+            v.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+            adam = (m / c1).div_((v / c2).sqrt_().add_(eps))
+            adam_blocks = [b[0] for b in layout.blocks(adam.reshape(1, -1))]
+        m_blocks = [b[0] for b in layout.blocks(m.reshape(1, -1))]
+        directions = []
+        for c, (gb, mb) in enumerate(zip(grad_blocks, m_blocks, strict=True)):
+            q_left, q_right = state[f"basis_left{c}"], state[f"basis_right{c}"]
+            m_rot = q_left.mT @ mb @ q_right
+            if mode == "eigen":
+                g_rot = q_left.mT @ gb @ q_right
+                v_rot = state[f"exp_avg_sq_rot{c}"]
+                v_rot.mul_(beta2).addcmul_(g_rot, g_rot, value=1.0 - beta2)
+                scaled = v_rot / c2
+                denom = scaled.sqrt_() if power == 0.5 else scaled.pow_(power)
+                d_rot = m_rot.div_(c1).div_(denom.add_(eps))
+            else:
+                fisher = state[f"eig_left{c}"][:, :, None] * state[f"eig_right{c}"][:, None, :]
+                d_rot = m_rot.div_(c1).mul_(fisher.add_(group["damping"]).pow_(-power))
+            d = q_left @ d_rot @ q_right.mT
+            if mode == "kron":  # no decomposition yet: Adam's step
+                d = torch.where(state[f"basis_valid{c}"][:, None, None], d, adam_blocks[c])
+            if group["graft"] == "diag":
+                norm = torch.linalg.vector_norm(d, dim=(1, 2), keepdim=True)
+                target = torch.linalg.vector_norm(adam_blocks[c], dim=(1, 2), keepdim=True)
+                # A zero direction stays zero; NaN/Inf still propagate (nonfinite="propagate").
+                d = torch.where(norm == 0, 0.0, d * (target / norm))
+            directions.append(d[None])
+        return layout.unblocks(directions).reshape(p.shape)
+
+    # ------------------------------------------------------------- refresh
+    def _refresh(self, group: dict[str, Any], layout: KronLayout, state: dict[str, Any]) -> None:
+        """New bases (and, in mode "kron", eigenvalues) for every block of a
+        parameter; blocks whose decomposition fails keep their old ones."""
+        for c in range(len(layout.classes)):
+            valid = state[f"basis_valid{c}"]
+            sides = {}
+            for side in ("left", "right"):
+                factor = state[f"{side}{c}"].to(torch.float64)
+                old = state[f"basis_{side}{c}"].to(torch.float64)
+                sides[side] = (factor, old, *_decompose(factor, old, valid, group["refresh"]))
+            status = torch.maximum(sides["left"][3], sides["right"][3])
+            ok = status == ops.ROOT_OK
+            state[f"basis_status{c}"].copy_(status)
+            state["eig_failures"] += int((~ok).sum())
+            if group["mode"] == "eigen":
+                v_rot = state[f"exp_avg_sq_rot{c}"]
+                moved = reproject_second_moment(
+                    v_rot.to(torch.float64),
+                    sides["left"][1],
+                    sides["left"][2],
+                    sides["right"][1],
+                    sides["right"][2],
+                )
+                v_rot.copy_(torch.where(ok[:, None, None], moved, v_rot.to(torch.float64)))
+            else:
+                left, a, b = sides["left"][0], sides["left"][4], sides["right"][4]
+                # F̂'s eigenvalues a_i b_j / tr L with a, b those of L/c2, R/c2:
+                # a/tr L is scale-free, so c2 enters once, through b.
+                trace = left.diagonal(dim1=1, dim2=2).sum(dim=1)
+                inv_trace = torch.where(trace > 0, 1.0 / trace.clamp_min(1e-300), 0.0)
+                c2 = 1.0 - group["betas"][1] ** int(state["step"])
+                eig_left = a.clamp_min(0) * inv_trace[:, None]
+                eig_right = b.clamp_min(0) / c2
+                for key, value in ((f"eig_left{c}", eig_left), (f"eig_right{c}", eig_right)):
+                    state[key].copy_(torch.where(ok[:, None], value, state[key].to(value.dtype)))
+            for side in ("left", "right"):
+                basis = state[f"basis_{side}{c}"]
+                new = sides[side][2]
+                basis.copy_(torch.where(ok[:, None, None], new, basis.to(new.dtype)))
+            valid |= ok
+
+
+def _decompose(
+    factor: torch.Tensor, old: torch.Tensor, valid: torch.Tensor, refresh: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(basis, status, eigenvalues) of a (K, d, d) float64 factor batch: eigh,
+    or for refresh="qr" one power-iteration step from the old basis where the
+    block has a valid one (eigh elsewhere), with Rayleigh-quotient eigenvalues."""
+    if refresh == "qr" and bool(valid.any()):
+        finite = torch.isfinite(factor).flatten(1).all(dim=1)
+        eye = torch.eye(factor.shape[-1], dtype=factor.dtype, device=factor.device)
+        safe = torch.where(finite[:, None, None], factor, eye)
+        # SOAP's order: columns by decreasing Rayleigh quotient, then Q ← qr(L Q).
+        rayleigh = (old * (safe @ old)).sum(dim=1)
+        order = rayleigh.argsort(dim=1, descending=True)
+        ordered = old.gather(2, order[:, None, :].expand_as(old))
+        basis, _ = torch.linalg.qr(safe @ ordered)
+        eigvals = (basis * (safe @ basis)).sum(dim=1)
+        status = torch.full(valid.shape, ops.ROOT_OK, dtype=torch.int32, device=factor.device)
+        status[~finite] = ops.ROOT_NONFINITE_INPUT
+        bad_output = ~(torch.isfinite(basis).flatten(1).all(dim=1))
+        status[finite & bad_output] = ops.ROOT_NONFINITE_OUTPUT
+        fresh = ~valid
+        if bool(fresh.any()):  # blocks without a basis yet start from eigh
+            e, q, s = safe_eigh(factor[fresh])
+            eigvals[fresh], basis[fresh], status[fresh] = e, q, s
+        return basis, status, eigvals
+    eigvals, basis, status = safe_eigh(factor)
+    return basis, status, eigvals
+
+
+def reproject_second_moment(
+    v_rot: torch.Tensor,
+    old_left: torch.Tensor,
+    new_left: torch.Tensor,
+    old_right: torch.Tensor,
+    new_right: torch.Tensor,
+) -> torch.Tensor:
+    """The rotated second moment in a new basis: (O_L ∘ O_L) ṽ (O_R ∘ O_R)ᵀ with
+    O = Q_newᵀ Q_old per side, the diagonal of diag(ṽ) (a diagonal second moment
+    in the old basis) written in the new one. Batched over (K, ·, ·)."""
+    o_left = new_left.mT @ old_left
+    o_right = new_right.mT @ old_right
+    return o_left.square() @ v_rot @ o_right.square().mT
+
+
+register(
+    OptimizerEntry(
+        "kron",
+        KronFisher,
+        {"lr": 1e-3},
+        fisher="kron",
+        description="Kronecker-factored empirical Fisher per weight matrix (blocks ≤ 1024), "
+        "Adam in the factors' eigenbasis (SOAP/EKFAC), bases refreshed every 10 steps",
+    )
+)
