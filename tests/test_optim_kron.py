@@ -486,3 +486,38 @@ def test_registry_entry():
     model = torch.nn.Linear(3, 2)
     assert isinstance(registry.build("kron", model.parameters()), KronFisher)
     assert fp.optim.KronFisher is KronFisher
+
+
+def test_loading_a_checkpoint_of_other_settings_is_a_clear_error(generator):
+    param = torch.nn.Parameter(torch.randn(6, 5, generator=generator))
+    opt = KronFisher([param], max_dim=3)
+    param.grad = torch.randn(6, 5, generator=generator)
+    opt.step()
+    saved = opt.state_dict()
+    other_param = torch.nn.Parameter(param.detach().clone())
+    for kwargs, message in [({"max_dim": 5}, "has shape"), ({"mode": "kron"}, "has keys")]:
+        other = KronFisher([other_param], **kwargs)
+        other_param.grad = torch.randn(6, 5, generator=generator)
+        other.step()
+        before = copy.deepcopy(other.state_dict())
+        # the saved groups carry their own settings: overwrite them with this optimizer's
+        bad = copy.deepcopy(saved)
+        bad["param_groups"][0].update(kwargs)
+        with pytest.raises(ValueError, match=message):
+            other.load_state_dict(bad)
+        for key, value in before["state"][0].items():
+            assert torch.equal(other.state[other_param][key], value), key
+    wrong_dtype = copy.deepcopy(saved)
+    wrong_dtype["state"][0]["left0"] = wrong_dtype["state"][0]["left0"].double()
+    with pytest.raises(ValueError, match=r"has dtype torch\.float64"):
+        KronFisher([torch.nn.Parameter(torch.zeros(6, 5))], max_dim=3).load_state_dict(wrong_dtype)
+
+
+def test_empty_parameters_take_the_diagonal_route(generator):
+    empty = torch.nn.Parameter(torch.zeros(0, 4))
+    full = torch.nn.Parameter(torch.randn(3, 4, generator=generator))
+    opt = KronFisher([empty, full])
+    empty.grad, full.grad = torch.zeros(0, 4), torch.randn(3, 4, generator=generator)
+    opt.step()
+    assert sorted(opt.state[empty]) == ["exp_avg", "exp_avg_sq", "step"]
+    assert state_bytes((0, 4)) == 4
