@@ -180,3 +180,15 @@ def test_memory_bytes_counts_factors_and_cached_decompositions(generator):
 def test_bad_construction(kwargs, error, message):
     with pytest.raises(error, match=message):
         fp.fisher.Kron(**kwargs)
+
+
+def test_lapack_threads_restores_the_thread_count():
+    from fisherprec.fisher.kron import lapack_threads
+
+    threads = torch.get_num_threads()
+    with lapack_threads(torch.device("cpu")):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == threads
+    with pytest.raises(RuntimeError), lapack_threads(torch.device("cpu")):
+        raise RuntimeError("inside")
+    assert torch.get_num_threads() == threads

@@ -5,6 +5,7 @@ in the factors' eigenbasis (``mode="eigen"``, the default; EKFAC / SOAP)."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import torch
 
 from fisherprec import ops
-from fisherprec.fisher.kron import KronLayout, check_max_dim, safe_eigh
+from fisherprec.fisher.kron import KronLayout, check_max_dim, lapack_threads, safe_eigh
 from fisherprec.optim._base import (
     FisherOptimizer,
     check_betas,
@@ -28,6 +29,10 @@ from fisherprec.optim.registry import OptimizerEntry, register
 __all__ = ["KronFisher", "state_bytes"]
 
 MODES = ("eigen", "kron")
+# Refreshes with a block side at least this long run LAPACK on one thread
+# (fisherprec.fisher.kron.lapack_threads); below it, the ~30 ms the thread pool
+# takes to come back after a change costs more than it saves.
+LAPACK_ONE_THREAD_MIN_DIM = 256
 REFRESHES = ("qr", "eigh")
 
 
@@ -362,23 +367,49 @@ class KronFisher(FisherOptimizer):
     def _step_group(
         self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
     ) -> None:
+        # Three passes: factor updates (GEMMs on every thread), the refreshes due
+        # this step (LAPACK, on one thread where that pays: see lapack_threads),
+        # then the directions and the parameter updates.
+        work = []
         for p, g in zip(params, grads, strict=True):
             state = self._init_state(group, p)
             state["step"] += 1
             t = int(state["step"])
-            dtype = state["exp_avg"].dtype
-            grad = g.to(dtype)
+            grad = g.to(state["exp_avg"].dtype)
             if group["maximize"]:
                 grad = -grad
+            layout = None
             if _is_matrix(p.shape, group["precondition_1d"]):
-                update = self._matrix_direction(group, p, grad, state, t)
+                layout = self._layout(p.shape, group["max_dim"])
+                self._update_factors(group, layout, grad, state)
+            work.append((p, grad, state, t, layout))
+        due = [w for w in work if w[4] is not None and (w[3] - 1) % group["update_every"] == 0]
+        if due:
+            largest = max(max(c.rows, c.cols) for w in due for c in w[4].classes)
+            one_thread = largest >= LAPACK_ONE_THREAD_MIN_DIM
+            with lapack_threads(due[0][0].device) if one_thread else contextlib.nullcontext():
+                for _, _, state, _, layout in due:
+                    self._refresh(group, layout, state)
+        lr = float(group["lr"])
+        for p, grad, state, t, layout in work:
+            if layout is not None:
+                update = self._matrix_direction(group, layout, grad, state, t)
             else:
                 update = self._adam_direction(group, grad, state, t)
-            lr = float(group["lr"])
-            work = p if p.dtype == dtype else p.to(dtype)
-            work.mul_(1.0 - lr * group["weight_decay"]).add_(update, alpha=-lr)
-            if work is not p:
-                p.copy_(work)
+            target = p if p.dtype == grad.dtype else p.to(grad.dtype)
+            target.mul_(1.0 - lr * group["weight_decay"]).add_(update, alpha=-lr)
+            if target is not p:
+                p.copy_(target)
+
+    @staticmethod
+    def _update_factors(
+        group: dict[str, Any], layout: KronLayout, grad: torch.Tensor, state: dict[str, Any]
+    ) -> None:
+        """L ← β2 L + (1 − β2) G Gᵀ and R ← β2 R + (1 − β2) Gᵀ G for every block."""
+        beta2 = group["betas"][1]
+        for c, gb in enumerate(b[0] for b in layout.blocks(grad.reshape(1, -1))):
+            state[f"left{c}"].baddbmm_(gb, gb.mT, beta=beta2, alpha=1.0 - beta2)
+            state[f"right{c}"].baddbmm_(gb.mT, gb, beta=beta2, alpha=1.0 - beta2)
 
     @staticmethod
     def _adam_direction(
@@ -395,21 +426,16 @@ class KronFisher(FisherOptimizer):
     def _matrix_direction(
         self,
         group: dict[str, Any],
-        p: torch.Tensor,
+        layout: KronLayout,
         grad: torch.Tensor,
         state: dict[str, Any],
         t: int,
     ) -> torch.Tensor:
+        """The step direction D of a matrix parameter (factors and bases already current)."""
         beta1, beta2 = group["betas"]
         mode, power, eps = group["mode"], group["power"], group["eps"]
-        layout = self._layout(p.shape, group["max_dim"])
         c1, c2 = 1.0 - beta1**t, 1.0 - beta2**t
         grad_blocks = [b[0] for b in layout.blocks(grad.reshape(1, -1))]
-        for c, gb in enumerate(grad_blocks):
-            state[f"left{c}"].baddbmm_(gb, gb.mT, beta=beta2, alpha=1.0 - beta2)
-            state[f"right{c}"].baddbmm_(gb.mT, gb, beta=beta2, alpha=1.0 - beta2)
-        if (t - 1) % group["update_every"] == 0:
-            self._refresh(group, layout, state)
         m = state["exp_avg"]
         m.lerp_(grad, 1.0 - beta1)
         adam_blocks = None
@@ -442,7 +468,7 @@ class KronFisher(FisherOptimizer):
                 # A zero direction stays zero; NaN/Inf still propagate (nonfinite="propagate").
                 d = torch.where(norm == 0, 0.0, d * (target / norm))
             directions.append(d[None])
-        return layout.unblocks(directions).reshape(p.shape)
+        return layout.unblocks(directions).reshape(grad.shape)
 
     # ------------------------------------------------------------- refresh
     def _refresh(self, group: dict[str, Any], layout: KronLayout, state: dict[str, Any]) -> None:
