@@ -1,6 +1,6 @@
 """KronFisher microbenchmarks: one optimizer step against torch's AdamW on the
-same parameters, and one refresh of the bases (the QR power-iteration step
-KronFisher uses by default) against torch.linalg.eigh on the same factors.
+same parameters, and one refresh of the bases by the QR power-iteration step
+(``refresh="qr"``) against torch.linalg.eigh (the default) on the same factors.
 
 Workloads are MLPs of 4 × (d × d weight + d bias): ``"mlp4x1024"`` (4.2M
 parameters, the issue's workload), ``"mlp4x256"`` (the default) and
@@ -9,9 +9,9 @@ parameters, the issue's workload), ``"mlp4x256"`` (the default) and
 - ``step``, ``<size>``: ``KronFisher.step`` with defaults (mode "eigen",
   graft "diag") and no refresh in the timed calls, against
   AdamW(fused=True, else foreach);
-- ``inv_root``, ``<size>``: a refresh of every factor (float32 QR step from
-  the current basis, as ``refresh="qr"``) against ``refresh="eigh"``'s
-  torch.linalg.eigh of the same factors;
+- ``inv_root``, ``<size>``: a refresh of every factor with ``refresh="qr"``
+  (float32 QR step from the current basis) against the default
+  ``refresh="eigh"``'s torch.linalg.eigh of the same factors;
 - ``memory``: not timed; ``state_floats_per_param`` gives the state size.
 """
 

@@ -33,7 +33,7 @@ MODES = ("eigen", "kron")
 # (fisherprec.fisher.kron.lapack_threads); below it, the ~30 ms the thread pool
 # takes to come back after a change costs more than it saves.
 LAPACK_ONE_THREAD_MIN_DIM = 256
-REFRESHES = ("qr", "eigh")
+REFRESHES = ("eigh", "qr")
 
 
 def _state_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -129,15 +129,18 @@ class KronFisher(FisherOptimizer):
     Shampoo's L^{-1/4} G R^{-1/4} up to a scalar, which the graft removes.
 
     Refreshes: the first decomposition of a block is ``torch.linalg.eigh``.
-    Later ones are ``refresh="qr"`` (default): one power-iteration step
-    Q ← qr(L Q), as SOAP does, or ``refresh="eigh"``. Measured on this
-    project's 2-core CPU (float32, d = 1024): a QR refresh costs about 0.6–0.9×
-    an eigh one; on a 64→256→256→10 MLP (300 steps, U = 10, 3 seeds) the
-    final loss was 0.051 with QR against 0.046 with eigh, at ~0.6× the training
-    time. QR is the default for its cost; ``refresh="eigh"`` when each step
-    matters more than time. Refreshes run in the state's dtype. In mode "kron"
-    the eigenvalues after a QR refresh are the Rayleigh quotients diag(Qᵀ L Q),
-    so the step is exact for the current factors only with ``refresh="eigh"``.
+    Later ones are ``refresh="eigh"`` (default) again, or ``refresh="qr"``:
+    one power-iteration step Q ← qr(L Q) from the current basis, as SOAP does.
+    Measured on this project's 2-core CPU (bench/kron_refresh.py and one
+    thread, float32): a QR refresh costs 0.63–0.65× an eigh one at d = 256 and
+    1024, but on a 64→256→256→10 MLP (300 steps, U = 10) it ended at a final
+    loss of 0.049 against 0.044 with eigh (mean of 2 seeds; 0.051 against
+    0.046 over 3 seeds in an earlier float64 run), and at d = 1024, U = 10 the
+    refreshes are only ~20% of the amortised step, so eigh costs ~8% more time
+    for ~10% lower loss: eigh is the default. Refreshes run in the state's
+    dtype. In mode "kron" the eigenvalues after a QR refresh are the Rayleigh
+    quotients diag(Qᵀ L Q), so that step is exact for the current factors
+    only with eigh.
 
     Moments across a change of basis: the first moment lives in parameter
     space, so it needs nothing. The rotated second moment ṽ is re-projected:
@@ -172,7 +175,7 @@ class KronFisher(FisherOptimizer):
         damping: λ ≥ 0 inside the root of mode "kron" (unused in mode "eigen").
         max_dim: the longest side of a block.
         update_every: U, steps between refreshes of the bases.
-        refresh: ``"qr"`` or ``"eigh"`` for the refreshes after the first.
+        refresh: ``"eigh"`` or ``"qr"`` for the refreshes after the first.
         graft: ``"diag"`` (rescale each block to the norm of its Adam step) or ``None``.
         precondition_1d: give 1-D parameters (biases, norms) factors too.
         maximize: ascend instead of descend.
@@ -203,7 +206,7 @@ class KronFisher(FisherOptimizer):
         damping: float = 1e-8,
         max_dim: int = 1024,
         update_every: int = 10,
-        refresh: str = "qr",
+        refresh: str = "eigh",
         graft: str | None = "diag",
         precondition_1d: bool = False,
         maximize: bool = False,
