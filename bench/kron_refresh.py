@@ -24,6 +24,7 @@ import time
 import torch
 
 from fisherprec.benchmarks.kron import mlp_params
+from fisherprec.fisher.kron import lapack_threads
 from fisherprec.optim import KronFisher
 from fisherprec.optim.kron import state_bytes
 
@@ -83,8 +84,9 @@ def refresh_cost(width: int, rounds: int) -> dict[str, float]:
         weights = [p for p in params if p.dim() == 2]
 
         def run(opt=opt, group=group, weights=weights) -> None:
-            for p in weights:
-                opt._refresh(group, opt._layout(p.shape, group["max_dim"]), opt.state[p])
+            with lapack_threads(weights[0].device):  # as KronFisher.step does for d >= 256
+                for p in weights:
+                    opt._refresh(group, opt._layout(p.shape, group["max_dim"]), opt.state[p])
 
         out[f"{refresh}_s"] = statistics.median(_timed(run) for _ in range(rounds))
     out["qr_over_eigh"] = out["qr_s"] / out["eigh_s"]

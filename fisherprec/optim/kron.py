@@ -131,12 +131,13 @@ class KronFisher(FisherOptimizer):
     Refreshes: the first decomposition of a block is ``torch.linalg.eigh``.
     Later ones are ``refresh="eigh"`` (default) again, or ``refresh="qr"``:
     one power-iteration step Q ← qr(L Q) from the current basis, as SOAP does.
-    Measured on this project's 2-core CPU (bench/kron_refresh.py and one
-    thread, float32): a QR refresh costs 0.63–0.65× an eigh one at d = 256 and
-    1024, but on a 64→256→256→10 MLP (300 steps, U = 10) it ended at a final
-    loss of 0.049 against 0.044 with eigh (mean of 2 seeds; 0.051 against
-    0.046 over 3 seeds in an earlier float64 run), and at d = 1024, U = 10 the
-    refreshes are only ~20% of the amortised step, so eigh costs ~8% more time
+    Measured on this project's 2-core CPU (bench/kron_refresh.py, float32,
+    LAPACK on one thread): a QR refresh costs 0.65× an eigh one per 1024 × 1024
+    factor and 0.87× for the whole 4 × (1024 × 1024) MLP (1.9 s against 2.2 s),
+    but on a 64→256→256→10 MLP (300 steps, U = 10) it ended at a final loss of
+    0.049 against 0.044 with eigh (mean of 2 seeds; 0.051 against 0.046 over
+    3 seeds in an earlier float64 run). At d = 1024, U = 10 the refreshes are
+    ~25% of the amortised step, so eigh costs 3–8% more time
     for ~10% lower loss: eigh is the default. Refreshes run in the state's
     dtype. In mode "kron" the eigenvalues after a QR refresh are the Rayleigh
     quotients diag(Qᵀ L Q), so that step is exact for the current factors
