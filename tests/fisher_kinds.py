@@ -29,6 +29,12 @@ class EstimatorKind:
     extra: dict = field(default_factory=dict)
 
 
+def kron_shape(p: int) -> tuple[int, ...]:
+    """(d, p // d) for the smallest divisor d > 1 of p; (p,) when p is 1 or prime."""
+    divisor = next((d for d in range(2, p) if p % d == 0), None)
+    return (p,) if divisor is None else (divisor, p // divisor)
+
+
 KINDS: list[EstimatorKind] = [
     EstimatorKind(
         name="dense",
@@ -47,6 +53,18 @@ KINDS: list[EstimatorKind] = [
         expected=lambda updates, beta: reference.block_diagonal(
             reference.empirical_fisher(updates, beta),
             reference.block_sizes(updates[0].shape[-1], 16),
+        ),
+    ),
+    # Kron on a (d, P/d) matrix, d the smallest divisor of P (P prime: the 1-D
+    # (1, P) view), in tiles of at most 8: P = 70 → (2, 35), cols 8+8+8+8+3;
+    # P = 129 → (3, 43); P = 7 → (1, 7) in one tile.
+    EstimatorKind(
+        name="kron",
+        make=lambda p, beta, damping: fp.fisher.Kron(
+            kron_shape(p), beta=beta, damping=damping, max_dim=8
+        ),
+        expected=lambda updates, beta: reference.kron_fisher(
+            updates, kron_shape(updates[0].shape[-1]), 8, beta
         ),
     ),
     # A window of the last 8 of the suite's 11 observations: wraps around.

@@ -345,3 +345,46 @@ def lowrank_fisher_steps(
             gamma = float(adam.norm() / direction.norm())
         theta = theta * (1 - lr * weight_decay) - lr * gamma * direction
     return theta
+
+
+def kron_fisher(
+    grads: Sequence[torch.Tensor],
+    shape: Sequence[int],
+    max_dim: int,
+    beta: float | None = None,
+) -> torch.Tensor:
+    """The Kronecker-factored empirical Fisher from its definition, densely.
+
+    The tensor of `shape` is the matrix (m, n): (1, n) for 1-D, (d0, rest) else.
+    Each max_dim × max_dim tile (the last of a side shorter) of it has
+    L = E[G Gᵀ], R = E[Gᵀ G] (mean over all rows of `grads`, or the
+    bias-corrected EMA of per-call means, as `empirical_fisher`) and the block
+    F = kron(L, R) / tr L over its entries' row-major indices in the tensor."""
+    shape = tuple(shape)
+    m = 1 if len(shape) <= 1 else shape[0]
+    n = int(np.prod(shape)) // m
+    p = m * n
+    batches = [g.to(torch.float64).reshape(-1, m, n) for g in grads]
+    dense = torch.zeros(p, p, dtype=torch.float64)
+    flat_index = torch.arange(p).reshape(m, n)
+    for r0 in range(0, m, max_dim):
+        for c0 in range(0, n, max_dim):
+            rows, cols = slice(r0, min(m, r0 + max_dim)), slice(c0, min(n, c0 + max_dim))
+            tiles = [b[:, rows, cols] for b in batches]
+            if beta is None:
+                every = torch.cat(tiles)
+                left = sum(t @ t.T for t in every) / every.shape[0]
+                right = sum(t.T @ t for t in every) / every.shape[0]
+            else:
+                left = right = 0.0
+                for tile in tiles:
+                    left = beta * left + (1 - beta) * sum(t @ t.T for t in tile) / tile.shape[0]
+                    right = beta * right + (1 - beta) * sum(t.T @ t for t in tile) / tile.shape[0]
+                left = left / (1 - beta ** len(tiles))
+                right = right / (1 - beta ** len(tiles))
+            trace = float(torch.trace(left))
+            if trace == 0:
+                continue
+            where = flat_index[rows, cols].reshape(-1)
+            dense[where[:, None], where[None, :]] = torch.kron(left, right) / trace
+    return dense

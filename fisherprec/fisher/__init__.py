@@ -6,7 +6,17 @@ from fisherprec.fisher.block import Block
 from fisherprec.fisher.dense import Dense
 from fisherprec.fisher.diag import Diag
 from fisherprec.fisher.empirical import empirical
+from fisherprec.fisher.kron import Kron
 from fisherprec.fisher.lowrank import LowRank
 from fisherprec.fisher.per_sample import per_sample_grads
 
-__all__ = ["Block", "Dense", "Diag", "FisherEstimator", "LowRank", "empirical", "per_sample_grads"]
+__all__ = [
+    "Block",
+    "Dense",
+    "Diag",
+    "FisherEstimator",
+    "Kron",
+    "LowRank",
+    "empirical",
+    "per_sample_grads",
+]

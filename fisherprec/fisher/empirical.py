@@ -22,6 +22,7 @@ KINDS: dict[str, str] = {
     "diag": "Diag",
     "block": "Block",
     "lowrank": "LowRank",
+    "kron": "Kron",
 }
 
 
@@ -57,7 +58,7 @@ def empirical(
 
     Args:
         kind: ``"full"`` (``Dense``), ``"diag"`` (``Diag``), ``"block"``,
-            ``"lowrank"``.
+            ``"lowrank"``, ``"kron"`` (``Kron`` over the parameters' shapes).
         chunk_size: vmap over at most this many samples at once.
         **kwargs: the estimator's options (``damping``, ``beta``, ``block_size``, …).
 
@@ -72,5 +73,8 @@ def empirical(
     cls = estimator_class(kind)
     grads = per_sample_grads(model, loss_fn, inputs, targets, chunk_size=chunk_size)
     assert isinstance(grads, torch.Tensor)
-    estimator = cls(grads.shape[1], device=grads.device, **kwargs)
+    structure: object = grads.shape[1]
+    if getattr(cls, "structured_by_shapes", False):  # Kron: one block structure per tensor
+        structure = [tuple(v.shape) for _, v in model.named_parameters() if v.requires_grad]
+    estimator = cls(structure, device=grads.device, **kwargs)
     return estimator.update(grads)

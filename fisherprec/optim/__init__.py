@@ -6,6 +6,14 @@ from fisherprec.optim import registry
 from fisherprec.optim._base import FisherOptimizer
 from fisherprec.optim.block import BlockFisher
 from fisherprec.optim.diag import DiagFisher
+from fisherprec.optim.kron import KronFisher
 from fisherprec.optim.lowrank import LowRankFisher
 
-__all__ = ["BlockFisher", "DiagFisher", "FisherOptimizer", "LowRankFisher", "registry"]
+__all__ = [
+    "BlockFisher",
+    "DiagFisher",
+    "FisherOptimizer",
+    "KronFisher",
+    "LowRankFisher",
+    "registry",
+]
