@@ -18,8 +18,6 @@ from fisherprec.optim._base import (
     FisherOptimizer,
     check_betas,
     check_graft,
-    check_lr,
-    check_nonfinite_policy,
     check_nonnegative,
     check_positive_int,
     check_power,
@@ -229,13 +227,12 @@ class KronFisher(FisherOptimizer):
             "maximize": maximize,
             "nonfinite": nonfinite,
         }
-        self._check_group(defaults)
         self._layouts: dict[tuple[tuple[int, ...], int], KronLayout] = {}
         super().__init__(params, defaults)
 
-    @staticmethod
-    def _check_group(group: dict[str, Any]) -> None:
-        check_lr(group["lr"])
+    @classmethod
+    def _check_group(cls, group: dict[str, Any]) -> None:
+        super()._check_group(group)
         betas = group["betas"]
         if not isinstance(betas, Sequence):
             raise ValueError(f"Invalid betas: {betas!r} (expected two values)")
@@ -258,15 +255,6 @@ class KronFisher(FisherOptimizer):
         for flag in ("precondition_1d", "maximize"):
             if not isinstance(group[flag], bool):
                 raise ValueError(f"Invalid {flag} value: {group[flag]!r} (must be a bool)")
-        check_nonfinite_policy(group["nonfinite"])
-
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        # Validate before the group joins: a bad group must leave the optimizer as it was.
-        self._check_group({**self.defaults, **param_group})
-        super().add_param_group(param_group)
-        group = self.param_groups[-1]
-        group["betas"] = tuple(group["betas"])
-        ops.check_no_overlap({"params": [p for p in group["params"] if p.numel()]})
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
@@ -311,61 +299,49 @@ class KronFisher(FisherOptimizer):
                 spec[f"eig_right{c}"] = ((k, n), floats, "zeros")
         return spec
 
+    def _new_state(
+        self, group: dict[str, Any], params: Sequence[torch.Tensor]
+    ) -> list[dict[str, Any]]:
+        states = []
+        for p in params:
+            state: dict[str, Any] = {}
+            for key, (shape, dtype, init) in self._state_spec(group, p.shape, p.dtype).items():
+                # step on the CPU (as torch.optim); the failure count on the
+                # parameter's device, so counting needs no host sync.
+                device = torch.device("cpu") if key == "step" else p.device
+                if init == "eye":
+                    value = torch.eye(shape[-1], dtype=dtype, device=device).repeat(shape[0], 1, 1)
+                elif init == "none":
+                    value = torch.full(shape, ops.ROOT_NONE, dtype=dtype, device=device)
+                else:
+                    value = torch.zeros(shape, dtype=dtype, device=device)
+                state[key] = value
+            states.append(state)
+        return states
+
     def _init_state(self, group: dict[str, Any], p: torch.Tensor) -> dict[str, Any]:
         state = self.state[p]
-        if state:
-            return state
-        for key, (shape, dtype, init) in self._state_spec(group, p.shape, p.dtype).items():
-            device = torch.device("cpu") if key in ("step", "eig_failures") else p.device
-            if init == "eye":
-                value = torch.eye(shape[-1], dtype=dtype, device=device).repeat(shape[0], 1, 1)
-            elif init == "none":
-                value = torch.full(shape, ops.ROOT_NONE, dtype=dtype, device=device)
-            else:
-                value = torch.zeros(shape, dtype=dtype, device=device)
-            state[key] = value
+        if not state:
+            state.update(self._new_state(group, [p])[0])
         return state
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """As the base class, after checking every saved state against what
-        this optimizer's groups expect (keys, shapes, dtypes): a checkpoint of
-        another model, ``max_dim`` or ``mode`` raises ValueError and loads nothing."""
-        saved_groups = state_dict.get("param_groups", [])
-        params = [p for g in self.param_groups for p in g["params"]]
-        saved_ids = [pid for g in saved_groups for pid in g["params"]]
-        if len(saved_ids) == len(params):  # otherwise the base class explains the mismatch
-            position = {pid: i for i, pid in enumerate(saved_ids)}
-            for group in saved_groups:
-                merged = {**self.defaults, **group}
-                for pid in group["params"]:
-                    saved = state_dict["state"].get(pid)
-                    if saved:
-                        index = position[pid]
-                        self._check_saved(index, params[index], merged, saved)
-        super().load_state_dict(state_dict)
-
-    def _check_saved(
-        self, index: int, param: torch.Tensor, group: dict[str, Any], saved: dict[str, Any]
-    ) -> None:
-        spec = self._state_spec(group, param.shape, param.dtype)
-        if set(saved) != set(spec):
-            raise ValueError(
-                f"state of parameter {index} (shape {tuple(param.shape)}) has keys "
-                f"{sorted(saved)}, expected {sorted(spec)} (another mode, max_dim or "
-                f"precondition_1d?)"
-            )
-        for key, (shape, dtype, _) in spec.items():
-            value = saved[key]
-            if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape:
-                got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value)
-                raise ValueError(
-                    f"state[{key!r}] of parameter {index} has shape {got}, expected {shape} "
-                    f"(a checkpoint of another model or max_dim?)"
-                )
-            if value.dtype != dtype:
-                raise ValueError(
-                    f"state[{key!r}] of parameter {index} has dtype {value.dtype}, expected {dtype}"
-                )
+    def _load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """The base class checks keys and shapes against :meth:`_state_spec` (so
+        a checkpoint of another model, ``max_dim``, ``mode`` or
+        ``precondition_1d`` raises and loads nothing); the step computes in
+        the dtype of the moments, so their dtypes must match it too."""
+        super()._load_state_dict(state_dict)
+        index = 0
+        for group in self.param_groups:
+            for p in group["params"]:
+                state = self.state.get(p)
+                for key, (_, dtype, _) in self._state_spec(group, p.shape, p.dtype).items():
+                    if state and state[key].dtype != dtype:
+                        raise ValueError(
+                            f"state[{key!r}] of parameter {index} has dtype {state[key].dtype}, "
+                            f"expected {dtype}"
+                        )
+                index += 1
 
     # ---------------------------------------------------------------- step
     def _step_group(
@@ -494,7 +470,7 @@ class KronFisher(FisherOptimizer):
             status = torch.maximum(*statuses)
             ok = status == ops.ROOT_OK
             state[f"basis_status{c}"].copy_(status)
-            state["eig_failures"] += int((~ok).sum())
+            state["eig_failures"] += (~ok).sum()
             if kron:
                 # F̂'s eigenvalues a_i b_j / tr L with a, b those of L/c2, R/c2:
                 # a/tr L is scale-free, so c2 enters once, through b.
@@ -526,7 +502,8 @@ def _eigh(factor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     converge are retried in float64."""
     eigvals, basis, status = safe_eigh(factor)
     retry = status == ops.ROOT_NO_CONVERGENCE
-    if factor.dtype != torch.float64 and bool(retry.any()):
+    # (Meta tensors have shapes only: nothing to retry.)
+    if factor.device.type != "meta" and factor.dtype != torch.float64 and bool(retry.any()):
         e, q, s = safe_eigh(factor[retry].to(torch.float64))
         eigvals[retry], basis[retry], status[retry] = e.to(factor.dtype), q.to(factor.dtype), s
     return eigvals, basis, status
