@@ -55,6 +55,17 @@ def check_cuda_kernels(root: str) -> int:
         )
     ]
     print("ops:", sorted(n for n in dir(namespace) if not n.startswith("_")))
+    # Every op goes through ops._native.native_op, which registers the CUDA kernel
+    # with the CPU one: an op defined some other way would escape that guarantee.
+    unregistered = sorted(
+        name
+        for name in dir(namespace)
+        if isinstance(getattr(namespace, name, None), torch._ops.OpOverloadPacket)
+        and name not in ops.REGISTRY
+    )
+    if unregistered:
+        print(f"error: ops not in fisherprec.ops.REGISTRY: {unregistered}", file=sys.stderr)
+        return 1
     if missing:
         print(f"error: ops without a CUDA kernel: {missing}", file=sys.stderr)
         return 1

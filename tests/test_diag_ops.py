@@ -217,7 +217,7 @@ def test_diag_step_rejects_bad_hyperparameters(kwargs, message):
 
 
 def test_cuda_tensors_on_a_cpu_only_build_are_a_clear_error(monkeypatch):
-    monkeypatch.setattr(ops, "CUDA_BUILT", False)
+    monkeypatch.setattr(ops.checks, "CUDA_BUILT", False)
     with FakeTensorMode():
         bufs = [[torch.empty(4, device="cuda")] for _ in range(4)]
         state = torch.empty(4, device="cuda")

@@ -82,7 +82,7 @@ def test_sum_of_squares_rejects_bad_input(tensors, error, message):
 
 
 def test_cuda_tensor_on_cpu_only_build_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(ops, "CUDA_BUILT", False)
+    monkeypatch.setattr(ops.checks, "CUDA_BUILT", False)
     with pytest.raises(RuntimeError, match="built without CUDA"):
         ops.check_device("tensors[0]", torch.device("cuda", 0))
 
@@ -99,3 +99,29 @@ def test_check_no_overlap():
         ops.check_no_overlap({"a": [base[:6]], "b": [base[5:]]})
     with pytest.raises(ValueError, match="share memory"):
         ops.check_no_overlap({"a": [base], "b": [torch.zeros(2), base[8:]]})
+
+
+def test_every_op_in_the_namespace_is_registered_with_its_family():
+    """native_op registers an op's CUDA kernel together with its CPU one, so an op
+    that bypassed it could lack a CUDA kernel with no GPU around to notice."""
+    namespace = torch.ops.fisherprec
+    defined = {
+        name
+        for name in dir(namespace)
+        if isinstance(getattr(namespace, name, None), torch._ops.OpOverloadPacket)
+    }
+    assert defined == set(ops.REGISTRY)
+    families = {module.__name__.rsplit(".", 1)[-1] for module in ops.FAMILIES}
+    for name, entry in ops.REGISTRY.items():
+        assert entry.qualname == f"fisherprec::{name}"
+        assert entry.family in families
+        has_cuda = torch._C._dispatch_has_kernel_for_dispatch_key(
+            getattr(namespace, name).default.name(), "CUDA"
+        )
+        assert has_cuda == ops.CUDA_BUILT, name
+
+
+def test_every_op_family_has_its_native_bindings():
+    from fisherprec import _C
+
+    assert sorted(_C.families) == sorted(m.__name__.rsplit(".", 1)[-1] for m in ops.FAMILIES)

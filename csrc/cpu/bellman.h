@@ -1,5 +1,5 @@
 // CPU entry point of the Bellman backup (see fisherprec/bellman.h for the
-// math). Called by bindings.cpp with pointers that fisherprec/ops.py has
+// math). Called by bindings.cpp with pointers that fisherprec/ops/bellman.py has
 // validated (dtypes, shapes, CSR structure, index ranges).
 #pragma once
 

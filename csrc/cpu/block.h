@@ -1,5 +1,5 @@
 // Block-diagonal Fisher kernels on the CPU (math in fisherprec/block.h).
-// Pointers come validated from fisherprec/ops.py. Each list holds one entry
+// Pointers come validated from fisherprec/ops/block.py. Each list holds one entry
 // per tensor; tensor t has numels[t] elements cut into blocks of block_size.
 #pragma once
 

@@ -1,5 +1,5 @@
 // CPU entry points of the design family (sequential A-optimal selection, see
-// csrc/include/fisherprec/design.h). Inputs validated by fisherprec/ops.py.
+// csrc/include/fisherprec/design.h). Inputs validated by fisherprec/ops/design.py.
 #pragma once
 
 #include <cstdint>

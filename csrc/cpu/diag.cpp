@@ -164,7 +164,7 @@ void diag_step(const std::vector<uintptr_t>& params, const std::vector<uintptr_t
                        reinterpret_cast<const float16*>(grads[c.tensor]) + c.begin, m, v, n, s, sqrt_root);
         break;
       default:
-        break;  // ops.py admits float32, bfloat16 and float16 only
+        break;  // fisherprec/ops/diag.py admits float32, bfloat16 and float16 only
     }
   });
 }

@@ -1,5 +1,5 @@
 // CPU entry points of the diagonal family (see fisherprec/diag.h for the
-// math). Pointers come from fisherprec/ops.py, which validated them.
+// math). Pointers come from fisherprec/ops/diag.py, which validated them.
 #pragma once
 
 #include <cstdint>

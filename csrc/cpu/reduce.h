@@ -1,5 +1,5 @@
 // CPU kernel entry points, called by bindings.cpp. Pointers arrive as
-// integers from fisherprec/ops.py, which has validated dtype, device,
+// integers from fisherprec/ops/reduce.py, which has validated dtype, device,
 // contiguity, sizes and aliasing: nothing here checks them again.
 // Each kernel family has its own header like this one.
 #pragma once

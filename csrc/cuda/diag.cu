@@ -141,7 +141,7 @@ int diag_step(const std::vector<uintptr_t>& params, const std::vector<uintptr_t>
     case DType::Float16:
       return run(float16{});
     default:
-      return static_cast<int>(cudaErrorInvalidValue);  // ops.py admits these three only
+      return static_cast<int>(cudaErrorInvalidValue);  // fisherprec/ops/diag.py admits these three only
   }
 }
 

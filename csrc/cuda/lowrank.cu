@@ -293,7 +293,7 @@ int lowrank_combine(const std::vector<uintptr_t>& y, const std::vector<int64_t>&
               table, reinterpret_cast<const window_t*>(window), stride, ncols, c, decay);
         });
       };
-      // ops.py allows float32 and float64 for x.
+      // fisherprec/ops/lowrank.py allows float32 and float64 for x.
       return x_dtype == static_cast<int>(DType::Float64) ? launch_with(double{}) : launch_with(float{});
     });
   });

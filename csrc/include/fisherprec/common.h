@@ -17,7 +17,7 @@
 
 namespace fisherprec {
 
-// Must match fisherprec/ops.py:_DTYPE_CODES.
+// Must match fisherprec/ops/_native.py:_DTYPE_CODES.
 enum class DType : int { Float32 = 0, Float64 = 1, BFloat16 = 2, Float16 = 3 };
 
 template <class To, class From>

@@ -27,7 +27,7 @@
 namespace fisherprec {
 
 // Widest supported rank: the CUDA dot kernel keeps kLowrankMaxRank / warps
-// accumulators per lane in registers. Must match fisherprec/ops.py.
+// accumulators per lane in registers. Must match fisherprec/ops/lowrank.py.
 constexpr int kLowrankMaxRank = 256;
 
 FP_HD double to_double(float x) { return static_cast<double>(x); }
@@ -94,7 +94,7 @@ FP_HD void lowrank_stats_element(float grad, float& m, float& v, W* stored,
 }  // namespace fisherprec
 
 // Calls BODY with `window_t` bound to the window's storage type: float32,
-// float64 or bfloat16 (ops.py rejects float16 windows).
+// float64 or bfloat16 (fisherprec/ops/lowrank.py rejects float16 windows).
 #define FP_DISPATCH_LOWRANK_WINDOW(DTYPE, ...)                    \
   [&] {                                                           \
     switch (static_cast<::fisherprec::DType>(DTYPE)) {            \
