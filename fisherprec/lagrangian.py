@@ -13,9 +13,8 @@ Fisher information, here any :class:`fisherprec.fisher.FisherEstimator`
   information-matrix equality F = H), off 1 under misspecification.
 
 Fisher structures may be given by name: ``"full"`` (:class:`~fisherprec.fisher.Dense`,
-the exact empirical Fisher), ``"diag"``, ``"block"``, ``"lowrank"`` — looked up
-on :mod:`fisherprec.fisher` when used, so a structure works as soon as its
-estimator is part of the build.
+the exact empirical Fisher), ``"diag"``, ``"block"``, ``"lowrank"``, ``"kron"`` — any
+name of :mod:`fisherprec.fisher.registry`, the one table of structures.
 
 Example:
     >>> import torch, fisherprec as fp
@@ -37,11 +36,10 @@ from typing import Any
 import torch
 from torch.func import functional_call, grad, jvp, vmap
 
-import fisherprec.fisher as _fisher
 from fisherprec.fisher import FisherEstimator, per_sample_grads
+from fisherprec.fisher import registry as fisher_registry
 
 __all__ = [
-    "STRUCTURES",
     "Recorder",
     "Step",
     "action",
@@ -51,39 +49,17 @@ __all__ = [
     "stationarity_ratio",
 ]
 
-# Structure name → estimator class name in fisherprec.fisher, resolved at call
-# time: estimators arrive in the build independently of this module.
-STRUCTURES: dict[str, str] = {
-    "full": "Dense",
-    "dense": "Dense",
-    "diag": "Diag",
-    "block": "Block",
-    "lowrank": "LowRank",
-}
-
 
 def make_estimator(structure: str, num_params: int, **kwargs: Any) -> FisherEstimator:
-    """A fresh estimator of the named structure: ``structure`` in :data:`STRUCTURES`.
+    """A fresh estimator of the named structure (a name in :mod:`fisherprec.fisher.registry`).
 
     Keyword arguments go to the estimator (``damping``, ``beta``, ``block_size``,
     ``rank``, …).
 
     Raises:
         ValueError: for an unknown name.
-        NotImplementedError: when this build lacks that estimator.
     """
-    if not isinstance(structure, str) or structure not in STRUCTURES:
-        raise ValueError(
-            f"Invalid fisher value: {structure!r} (expected an estimator or one of "
-            f"{sorted(STRUCTURES)})"
-        )
-    class_name = STRUCTURES[structure]
-    cls = getattr(_fisher, class_name, None)
-    if cls is None:
-        raise NotImplementedError(
-            f"fisher={structure!r} needs fisherprec.fisher.{class_name}, which this build of "
-            f"fisherprec does not provide (available: {sorted(_fisher.__all__)})"
-        )
+    cls = fisher_registry.get(structure)
     if kwargs.get("device") is not None and torch.device(kwargs["device"]).type == "cpu":
         kwargs.pop("device")  # the default: works with estimators that take no device argument
     return cls(num_params, **kwargs)
@@ -183,7 +159,7 @@ class Recorder:
     Args:
         params: the parameters whose gradients form g (order = flat order).
         fisher: an estimator (used as is), a structure name (see
-            :data:`STRUCTURES`), or None for the default: ``"full"`` when
+            :mod:`fisherprec.fisher.registry`), or None for the default: ``"full"`` when
             P ≤ 512 (an O(P³) eigendecomposition per step), else ``"diag"``.
         beta: EMA factor for a named structure (None: running mean over steps).
             The default 0.99 tracks F along the trajectory, as Adam/RMSprop do.

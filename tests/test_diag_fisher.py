@@ -47,5 +47,8 @@ def test_empirical_diag_matches_dense_diagonal(generator):
 def test_empirical_unknown_kind_is_a_clear_error():
     model = torch.nn.Linear(2, 1)
     x, y = torch.randn(3, 2), torch.randn(3, 1)
-    with pytest.raises(ValueError, match="unknown Fisher kind 'kron-ish'; available: full"):
+    with pytest.raises(
+        ValueError,
+        match="Invalid kind value: 'kron-ish'; available: block, dense, diag, full, kron, lowrank",
+    ):
         fp.fisher.empirical(model, torch.nn.functional.mse_loss, x, y, kind="kron-ish")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import fisherprec as fp
 from tests import reference
 from tests.fisher_kinds import KINDS, EstimatorKind
 
@@ -32,6 +33,11 @@ def _close(got: torch.Tensor, want: torch.Tensor, rtol: float) -> None:
     scale = want.abs().max().clamp_min(1e-30)
     err = (got.to(torch.float64) - want).abs().max() / scale
     assert err <= rtol, f"relative error {err:.3g} > {rtol:.1g}"
+
+
+def test_the_contract_suite_covers_every_registered_structure():
+    covered = {type(k.make(7, None, 0.0)) for k in KINDS}
+    assert covered == set(fp.fisher.registry.REGISTRY.values())
 
 
 @pytest.fixture(params=KINDS, ids=[k.name for k in KINDS])

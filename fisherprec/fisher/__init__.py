@@ -1,6 +1,7 @@
 """Fisher estimators: Fisher approximations as objects over a flat vector of
 size P, all obeying the contract of :class:`FisherEstimator`."""
 
+from fisherprec.fisher import registry
 from fisherprec.fisher._base import FisherEstimator
 from fisherprec.fisher.block import Block
 from fisherprec.fisher.dense import Dense
@@ -19,4 +20,5 @@ __all__ = [
     "LowRank",
     "empirical",
     "per_sample_grads",
+    "registry",
 ]

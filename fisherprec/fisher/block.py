@@ -7,8 +7,10 @@ import torch
 
 from fisherprec import ops
 from fisherprec.fisher._base import FisherEstimator
+from fisherprec.fisher.registry import register
 
 
+@register("block")
 class Block(FisherEstimator):
     """F = blockdiag(F_1, …, F_K), F_k the mean (or EMA) of g_k g_kᵀ over the
     k-th run of ``block_size`` coordinates of the flat vector (the last block

@@ -6,8 +6,10 @@ from __future__ import annotations
 import torch
 
 from fisherprec.fisher._base import FisherEstimator
+from fisherprec.fisher.registry import register
 
 
+@register("full", "dense")
 class Dense(FisherEstimator):
     """F = mean (or EMA) of g gᵀ, stored in float64; O(P²) memory, O(P³) roots.
 

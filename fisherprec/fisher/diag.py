@@ -8,10 +8,12 @@ import torch
 
 from fisherprec import ops
 from fisherprec.fisher._base import FisherEstimator
+from fisherprec.fisher.registry import register
 
 __all__ = ["Diag"]
 
 
+@register("diag")
 class Diag(FisherEstimator):
     """F = diag((1/N) Σ g ⊙ g) (``beta=None``) or its bias-corrected EMA.
 

@@ -3,40 +3,21 @@ per-sample gradients, F = (1/B) Σ_i g_i g_iᵀ restricted to that structure."""
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from fisherprec.fisher import registry
 from fisherprec.fisher._base import FisherEstimator
 from fisherprec.fisher.per_sample import per_sample_grads
 
-__all__ = ["KINDS", "empirical", "estimator_class"]
-
-# Structure name → estimator class name in fisherprec.fisher. A variant joins
-# by adding its line; a name whose class is not built yet gets a clear error.
-KINDS: dict[str, str] = {
-    "full": "Dense",
-    "dense": "Dense",
-    "diag": "Diag",
-    "block": "Block",
-    "lowrank": "LowRank",
-    "kron": "Kron",
-}
+__all__ = ["empirical", "estimator_class"]
 
 
 def estimator_class(kind: str) -> type[FisherEstimator]:
-    """The estimator class of a structure name (see ``KINDS``)."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown Fisher kind {kind!r}; available: {', '.join(KINDS)}")
-    fisher = importlib.import_module("fisherprec.fisher")
-    cls = getattr(fisher, KINDS[kind], None)
-    if cls is None:
-        raise ValueError(
-            f"Fisher kind {kind!r} ({KINDS[kind]}) is not available in this version of fisherprec"
-        )
-    return cls
+    """The estimator class of a structure name (see :mod:`fisherprec.fisher.registry`)."""
+    return registry.get(kind, argument="kind")
 
 
 def empirical(

@@ -23,6 +23,7 @@ import torch
 
 from fisherprec import ops
 from fisherprec.fisher._base import FisherEstimator
+from fisherprec.fisher.registry import register
 
 __all__ = ["BlockClass", "Kron", "KronLayout", "lapack_threads", "matrix_shape", "safe_eigh"]
 
@@ -210,6 +211,7 @@ def _shapes(shape: object) -> list[tuple[int, ...]]:
     raise TypeError(f"shape must be a tuple of ints or a list of shapes, got {shape!r}")
 
 
+@register("kron")
 class Kron(FisherEstimator):
     """F = blockdiag over tensors and their sub-matrices of (L_k ⊗ R_k) / tr L_k.
 

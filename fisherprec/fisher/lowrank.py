@@ -14,6 +14,7 @@ import torch
 
 from fisherprec import ops
 from fisherprec.fisher._base import FisherEstimator
+from fisherprec.fisher.registry import register
 
 
 def small_eigh(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,6 +51,7 @@ def window_root_coefficients(
     return torch.where(positive, f, torch.zeros_like(f))
 
 
+@register("lowrank")
 class LowRank(FisherEstimator):
     """The window of the last ``rank`` gradients and its exact inverse roots.
 
