@@ -213,6 +213,9 @@ class FisherOptimizer(torch.optim.Optimizer, abc.ABC):
                 got = self.state.get(p)
                 if got:
                     check_loaded_state(type(self).__name__, index, got, want)
+                    if "step" in got and not isinstance(got["step"], torch.Tensor):
+                        # Checkpoints that kept the count as a Python number: torch's layout.
+                        got["step"] = torch.tensor(float(got["step"]), dtype=torch.float32)
                 index += 1
 
     def _new_state(

@@ -169,8 +169,6 @@ class DiagFisher(FisherOptimizer):
         for param, state in self.state.items():
             if not state:
                 continue
-            if not isinstance(state["step"], torch.Tensor):  # checkpoints with a Python number
-                state["step"] = torch.tensor(float(state["step"]), dtype=torch.float32)
             for key in _MOMENTS:
                 state[key] = state[key].to(
                     dtype=_state_dtype(param),

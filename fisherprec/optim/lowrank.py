@@ -227,8 +227,8 @@ class LowRankFisher(FisherOptimizer):
                 WEIGHTS: torch.zeros(rank, **f64),
                 EIGVALS: torch.zeros(rank, **f64),
                 EIGVECS: torch.zeros(rank, rank, **f64),
-                STEP: 0,
-                INSERTED: 0,
+                STEP: torch.tensor(0.0, dtype=torch.float32),  # torch.optim's layout
+                INSERTED: 0,  # gradients written to the window so far (an index, not a count torch keeps)
             }
         )
         return states
@@ -251,7 +251,8 @@ class LowRankFisher(FisherOptimizer):
         exp_avg = [self.state[p][EXP_AVG] for p in params]
         exp_avg_sq = [self.state[p][EXP_AVG_SQ] for p in params if EXP_AVG_SQ in self.state[p]]
 
-        step = state[STEP] = state[STEP] + 1
+        state[STEP] += 1
+        step = int(state[STEP])
         insert = (step - 1) % group["update_every"] == 0
         inserted = state[INSERTED]
         slot = inserted % rank if insert else None
