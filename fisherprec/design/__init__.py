@@ -10,7 +10,7 @@ x ~ D with second moment M = E[x xᵀ] is
 With unit-norm rows and M = I/p, Jensen gives ε ≥ σ² + σ²p/n, attained iff
 XᵀX = (n/p) I: the optimal path to an error δ needs ⌈pσ²/(δ − σ²)⌉ samples
 (p for δ = 2σ², 2p for δ = 1.5σ²), while a random path needs about twice as
-many. This module computes these quantities, builds optimal designs for every
+many. This package computes these quantities, builds optimal designs for every
 n ≥ p, and selects data A-optimally from a pool (greedy with a native O(N·p)
 Sherman–Morrison step, Frank–Wolfe with a certificate, and Fisher-based active
 selection for nonlinear models).
