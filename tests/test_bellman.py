@@ -347,7 +347,7 @@ def test_random_sparse_mdp_in_csr_form(generator):
 def test_policy_iteration_with_iterative_evaluation(monkeypatch, generator):
     # Above _DENSE_EVALUATION_MAX_STATES, π is evaluated with the native backup
     # (policy fixed) instead of a dense solve: force that path on a small MDP.
-    monkeypatch.setattr(bellman, "_DENSE_EVALUATION_MAX_STATES", 0)
+    monkeypatch.setattr(bellman._solvers, "_DENSE_EVALUATION_MAX_STATES", 0)
     P, R = bellman.random_mdp(200, 3, successors=4, generator=generator)
     v_star, policy_star, _ = reference.mdp_optimal_values(P.to_dense().numpy(), R.numpy(), 0.95)
     for tol in (1e-3, 1e-9):
