@@ -20,40 +20,6 @@ import torch
 
 from fisherprec.design._common import _check_int, _check_real
 
-# Names accepted by fisher_active, resolved on fisherprec.fisher at call time
-# (so estimators added later are found without an edit here).
-_ESTIMATORS = {
-    "full": "Dense",
-    "dense": "Dense",
-    "diag": "Diag",
-    "block": "Block",
-    "lowrank": "LowRank",
-}
-
-
-def _resolve_estimator(fisher: object) -> type:
-    from fisherprec import fisher as fisher_module
-
-    if isinstance(fisher, str):
-        key = fisher.lower()
-        if key not in _ESTIMATORS:
-            raise ValueError(
-                f"Invalid fisher value: {fisher!r} (choose from {', '.join(sorted(_ESTIMATORS))}, "
-                "or pass a FisherEstimator subclass)"
-            )
-        cls = getattr(fisher_module, _ESTIMATORS[key], None)
-        if cls is None:
-            raise ValueError(
-                f"fisher={fisher!r} needs fisherprec.fisher.{_ESTIMATORS[key]}, which this build "
-                "does not have; use fisher='full' or pass a FisherEstimator subclass"
-            )
-        return cls
-    if isinstance(fisher, type) and issubclass(fisher, fisher_module.FisherEstimator):
-        return fisher
-    raise TypeError(
-        f"fisher must be a name or a FisherEstimator subclass, got {type(fisher).__name__}"
-    )
-
 
 def _fisher_factors(
     model: torch.nn.Module,
@@ -184,7 +150,9 @@ def fisher_active(
         damping = _check_real("damping", damping, minimum=0.0)
         if damping == 0.0:
             raise ValueError("Invalid damping value: 0.0 (must be > 0)")
-    cls = _resolve_estimator(fisher)
+    from fisherprec.fisher import registry as fisher_registry
+
+    cls = fisher_registry.resolve(fisher)
 
     # Scores are computed on the CPU in float64 (P is small for these models).
     factors = _fisher_factors(model, loss_fn, pool_inputs, pool_targets, chunk_size).cpu()

@@ -110,7 +110,8 @@ class LowRankFisher(FisherOptimizer):
         maximize, nonfinite: see :class:`fisherprec.optim.FisherOptimizer`.
 
     Memory: r·P window entries (4 or 2 bytes each) + 2P float32 moments
-    (P without grafting) + 2r² + 2r float64 per group; see ``memory_bytes()``.
+    (P without grafting) + 2r² + 2r float64 and a float32 step per group; see
+    ``memory_bytes()``.
 
     Example:
         >>> import torch, fisherprec as fp
