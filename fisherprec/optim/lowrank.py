@@ -121,7 +121,7 @@ class LowRankFisher(FisherOptimizer):
         >>> loss.backward()
         >>> opt.step()
         >>> opt.memory_bytes()
-        1352
+        1356
 
     Sources:
         Agarwal et al., "Efficient Full-Matrix Adaptive Regularization" (GGT), ICML 2019.
