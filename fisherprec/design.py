@@ -1,4 +1,4 @@
-r"""Fermat's principle as experimental design: A-optimal data paths (THEORY.md §2).
+r"""Fermat's principle as experimental design: A-optimal data paths (docs/theory.md, "Fermat's principle and A-optimal design").
 
 For the linear model y = xᵀβ + e, Var e = σ², fitted by least squares on a
 design X ∈ R^{n×p} (rows x_i), the expected squared error on a test point
@@ -139,7 +139,7 @@ def _inverse_if_invertible(g: torch.Tensor, rcond: float = 0.0) -> torch.Tensor 
 def generalization_error(
     X: torch.Tensor, sigma2: float, second_moment: torch.Tensor | None = None
 ) -> float:
-    """ε(X) = σ² + σ² tr((XᵀX)⁻¹ M) of least squares on design X (THEORY.md §2).
+    """ε(X) = σ² + σ² tr((XᵀX)⁻¹ M) of least squares on design X (docs/theory.md, "Fermat's principle and A-optimal design").
 
     Args:
         X: (n, p) design, rows are the observed inputs (tensor or array).

@@ -299,7 +299,7 @@ def _bellman_backup(
 
 
 # ----------------------------------------------------------------- design
-# One step of sequential A-optimal selection (THEORY.md §2); the math is in
+# One step of sequential A-optimal selection (docs/theory.md, "Fermat's principle and A-optimal design"); the math is in
 # csrc/include/fisherprec/design.h, the algorithm around it in fisherprec/design.py.
 @torch.library.custom_op(
     "fisherprec::design_score_step", mutates_args=("s", "t", "out"), device_types="cpu"
@@ -838,7 +838,7 @@ def diag_step_(
 ) -> None:
     """One fused diagonal-Fisher (AdamW) step over many tensors, in place.
 
-    For every element, in torch.optim.AdamW's order (THEORY.md §4–5)::
+    For every element, in torch.optim.AdamW's order (docs/theory.md, "The learning Lagrangian and F^(-p) updates")::
 
         g = -grad if maximize else grad
         m = lerp(m, g, 1 - beta1)                  # exp_avgs
