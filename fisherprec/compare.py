@@ -1,5 +1,5 @@
 """``fisherprec compare``: every registered optimizer on a built-in task, measured
-by the paper's two efficiency metrics (THEORY.md §1, paper eq. 5).
+by the paper's two efficiency metrics (docs/theory.md, "Information kinematics and efficiency metrics"; paper eq. 5).
 
 For an error threshold δ on the held-out loss (the generalization error ε):
 

@@ -2,7 +2,7 @@
 
 The paper plots the in-context velocity v(t) = E[−log p(x_t | x_<t)] and
 acceleration a(t) = E[v(t+1) − v(t)] of a small language model on OpenWebText
-(THEORY.md §1, Insight 1: learning decelerates towards a floor). Here, two
+(docs/theory.md, "In-context learning and sequential prediction"; Insight 1: learning decelerates towards a floor). Here, two
 settings where the curves can be checked:
 
 1. ``markov`` — in-context learning of random Markov chains. Each sequence

@@ -1,4 +1,4 @@
-"""Information kinematics (THEORY.md §1; paper §2, Insight 1).
+"""Information kinematics (docs/theory.md, "Information kinematics and efficiency metrics"; paper §2, Insight 1).
 
 For a token stream x_1, x_2, … and a predictive model p, with ℓ a
 log-likelihood and loss = −ℓ (all quantities in nats):

@@ -1,4 +1,4 @@
-"""The learning Lagrangian (THEORY.md §4; paper §3.3, Insight 4).
+"""The learning Lagrangian (docs/theory.md, "The learning Lagrangian and F^(-p) updates"; paper §3.3, Insight 4).
 
 Sign conventions: ℓ(θ; x) is a log-likelihood and loss = −ℓ; g = ∇θ(loss)
 (the sign of g does not matter in the quadratic kinetic term); F is the

@@ -1,5 +1,5 @@
 """Float64 dense references for every kernel. One function per formula, in
-THEORY.md's notation, written for clarity, never for speed."""
+docs/theory.md's notation, written for clarity, never for speed."""
 
 from __future__ import annotations
 
@@ -124,7 +124,7 @@ def design_score_step(
     t: torch.Tensor,
     mask: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, float, int]:
-    """One Sherman–Morrison scoring step (THEORY.md §2): with u = X b, v = X c,
+    """One Sherman–Morrison scoring step (docs/theory.md, "Fermat's principle and A-optimal design"): with u = X b, v = X c,
     s' = s − β u², t' = t − 2β u v + β² γ u², Δ = t'/(1 + η s'); masked rows keep
     s, t and are never the argmax. Returns (s', t', max Δ, argmax) (ties: lowest index)."""
     x = pool.to(torch.float64)
@@ -185,7 +185,7 @@ def diag_step(
     bias_correction: bool = True,
     maximize: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One decoupled-decay Adam step (THEORY.md §5, diag) in float64, from the
+    """One decoupled-decay Adam step (docs/theory.md, "The learning Lagrangian and F^(-p) updates") in float64, from the
     given (possibly rounded) inputs: returns (param, exp_avg, exp_avg_sq)."""
     p, g, m, v = (t.to(torch.float64) for t in (param, grad, exp_avg, exp_avg_sq))
     g = -g if maximize else g

@@ -1,4 +1,4 @@
-"""fisherprec.design (THEORY.md §2): closed forms against simulation, optimal designs,
+"""fisherprec.design (docs/theory.md, "Fermat's principle and A-optimal design"): closed forms against simulation, optimal designs,
 greedy / Frank–Wolfe / Fisher-based selection, and bad input."""
 
 import math

@@ -1,4 +1,4 @@
-"""fisherprec.kinematics against float64 definitions (THEORY.md §1)."""
+"""fisherprec.kinematics against float64 definitions (docs/theory.md, "Information kinematics and efficiency metrics")."""
 
 from __future__ import annotations
 

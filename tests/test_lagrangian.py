@@ -1,4 +1,4 @@
-"""fisherprec.lagrangian against float64 dense formulas (THEORY.md §4)."""
+"""fisherprec.lagrangian against float64 dense formulas (docs/theory.md, "The learning Lagrangian and F^(-p) updates")."""
 
 from __future__ import annotations
 

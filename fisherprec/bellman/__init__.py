@@ -1,4 +1,5 @@
-r"""The Hamiltonian view of reinforcement learning (THEORY.md §3).
+r"""The Hamiltonian view of reinforcement learning
+(docs/theory.md, "The Hamiltonian view of reinforcement learning").
 
 Deterministic control, ``s_{k+1} = f(s_k, a_k)``, with the objective
 

@@ -1,4 +1,5 @@
-r"""Fermat's principle as experimental design: A-optimal data paths (THEORY.md §2).
+r"""Fermat's principle as experimental design: A-optimal data paths (docs/theory.md,
+"Fermat's principle and A-optimal design").
 
 For the linear model y = xᵀβ + e, Var e = σ², fitted by least squares on a
 design X ∈ R^{n×p} (rows x_i), the expected squared error on a test point

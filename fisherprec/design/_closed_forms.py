@@ -38,7 +38,8 @@ _RTOL = 1e-9
 def generalization_error(
     X: torch.Tensor, sigma2: float, second_moment: torch.Tensor | None = None
 ) -> float:
-    """ε(X) = σ² + σ² tr((XᵀX)⁻¹ M) of least squares on design X (THEORY.md §2).
+    """ε(X) = σ² + σ² tr((XᵀX)⁻¹ M) of least squares on design X
+    (docs/theory.md, "Fermat's principle and A-optimal design").
 
     Args:
         X: (n, p) design, rows are the observed inputs (tensor or array).

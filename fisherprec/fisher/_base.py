@@ -1,7 +1,7 @@
 """The estimator contract shared by every Fisher approximation.
 
 An estimator holds statistics of gradients g ∈ R^P and answers products with
-F and (F + λI)^(-power) exactly for its structure (THEORY.md §5):
+F and (F + λI)^(-power) exactly for its structure (docs/theory.md, "Exact inverse roots for each structure"):
 
 - ``update(g)``: a (P,) tensor is one observation; a (B, P) tensor is B
   observations (per-sample gradients). With ``beta=None`` the statistic is the

@@ -1,5 +1,5 @@
 """The block-diagonal empirical Fisher: the diagonal b×b blocks of the mean
-(or EMA) of g gᵀ over contiguous coordinates (THEORY.md §5)."""
+(or EMA) of g gᵀ over contiguous coordinates (docs/theory.md, "Exact inverse roots for each structure")."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The diagonal empirical Fisher: F = diag of the mean (or EMA) of g ⊙ g
-(THEORY.md §4, "diag mean of per-sample g_i⊙g_i"), updated by one fused
+(docs/theory.md, "The learning Lagrangian and F^(-p) updates", the per-sample row of its table), updated by one fused
 native pass over the per-sample gradients."""
 
 from __future__ import annotations

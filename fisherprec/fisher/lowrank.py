@@ -1,4 +1,4 @@
-"""Low-rank empirical Fisher over a window of recent gradients (THEORY.md §5).
+"""Low-rank empirical Fisher over a window of recent gradients (docs/theory.md, "Exact inverse roots for each structure").
 
 F = Σ_j σ_j² g_j g_jᵀ / Σ_j σ_j² over the last k = min(N, rank) observations
 g_j (σ_j = decay^age; decay = 1 gives the plain mean (1/k) G Gᵀ). The window

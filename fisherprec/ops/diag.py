@@ -152,7 +152,7 @@ def diag_step_(
 ) -> None:
     """One fused diagonal-Fisher (AdamW) step over many tensors, in place.
 
-    For every element, in torch.optim.AdamW's order (THEORY.md §4–5)::
+    For every element, in torch.optim.AdamW's order (docs/theory.md, "The learning Lagrangian and F^(-p) updates")::
 
         g = -grad if maximize else grad
         m = lerp(m, g, 1 - beta1)                  # exp_avgs

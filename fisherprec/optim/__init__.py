@@ -1,5 +1,5 @@
 """torch.optim optimizers that precondition with a Fisher approximation:
-θ ← θ − α F^{-1/2} g (THEORY.md §4). Each variant module registers itself in
+θ ← θ − α F^{-1/2} g (docs/theory.md, "The learning Lagrangian and F^(-p) updates"). Each variant module registers itself in
 ``registry``; importing this package imports every variant."""
 
 from fisherprec.optim import registry

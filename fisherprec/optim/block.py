@@ -1,5 +1,5 @@
 """BlockFisher: Adam-style momentum preconditioned by the block-diagonal
-empirical Fisher, u_b = (F_b + λI)^(-power) m_b (THEORY.md §4–5)."""
+empirical Fisher, u_b = (F_b + λI)^(-power) m_b (docs/theory.md, "Exact inverse roots for each structure")."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ class BlockFisher(FisherOptimizer):
     i.e. exactly AdamW. Failed roots are counted per parameter in
     ``state[p]["root_failures"]`` and in total by :attr:`root_failures`.
 
-    The damping λ sits inside the root (THEORY.md §5). With ``block_size=1``
+    The damping λ sits inside the root (docs/theory.md, "Exact inverse roots for each structure"). With ``block_size=1``
     and ``graft=None`` the step is u = m̂ / sqrt(v̂ + λ): Adam with ε moved
     under the square root (ε_Adam ≈ sqrt(λ) when v̂ ≫ λ); with
     ``graft="diag"`` and any block size 1 it is AdamW exactly. ``eps`` is

@@ -1,4 +1,4 @@
-"""DiagFisher: θ ← θ − α F^{-power} g with the diagonal EMA Fisher (THEORY.md §4–5).
+"""DiagFisher: θ ← θ − α F^{-power} g with the diagonal EMA Fisher (docs/theory.md, "The learning Lagrangian and F^(-p) updates").
 
 With its defaults it is AdamW (same state layout, same trajectory to float32
 rounding; its defaults are AdamW's, weight_decay=1e-2 included, so a literal
@@ -59,7 +59,7 @@ class DiagFisher(FisherOptimizer):
        &\textbf{return}\ \theta_t
        \end{aligned}
 
-    ``power=0.5`` is the F^{-1/2} flow of THEORY.md §4 (Adam); ``power=1``
+    ``power=0.5`` is the F^{-1/2} flow (docs/theory.md, "The learning Lagrangian and F^(-p) updates"), Adam; ``power=1``
     gives a diagonal natural-gradient step. ε is added *outside* the root, as
     in Adam.
 

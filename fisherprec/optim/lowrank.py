@@ -1,5 +1,5 @@
 """LowRankFisher: full-matrix preconditioning by the empirical Fisher of a
-window of recent gradients, GGT-style (THEORY.md §4–5)."""
+window of recent gradients, GGT-style (docs/theory.md, "Exact inverse roots for each structure")."""
 
 from __future__ import annotations
 

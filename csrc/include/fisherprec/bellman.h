@@ -1,4 +1,4 @@
-// The Bellman backup of a finite MDP (THEORY.md §3), per state, shared by the
+// The Bellman backup of a finite MDP (docs/theory.md, "The Hamiltonian view of reinforcement learning"), per state, shared by the
 // CPU loop and the CUDA kernel.
 //
 // Transitions are compressed sparse rows over the (S·A) × S matrix whose row

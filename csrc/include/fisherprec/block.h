@@ -1,4 +1,4 @@
-// Block-diagonal empirical Fisher (THEORY.md §4–5), per block of b
+// Block-diagonal empirical Fisher (docs/theory.md, "Exact inverse roots for each structure"), per block of b
 // contiguous coordinates of one flat tensor (the last block of a tensor may
 // be shorter; blocks never cross tensors).
 //

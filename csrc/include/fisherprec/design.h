@@ -1,4 +1,4 @@
-// Sequential A-optimal design (THEORY.md §2): the per-candidate math of one
+// Sequential A-optimal design (docs/theory.md, "Fermat's principle and A-optimal design"): the per-candidate math of one
 // greedy / Frank–Wolfe step, shared by the CPU and CUDA backends.
 //
 // State: B = A⁻¹ for the current information A (= XᵀX + λI for greedy), the

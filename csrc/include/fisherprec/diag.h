@@ -1,4 +1,4 @@
-// Diagonal empirical Fisher, per element (THEORY.md §4–5): the Adam/RMSprop
+// Diagonal empirical Fisher, per element (docs/theory.md, "The learning Lagrangian and F^(-p) updates"): the Adam/RMSprop
 // flow. Shared by the diagonal step and by the grafting of the block and
 // low-rank variants (which rescale their update to the norm of this one).
 //
@@ -129,8 +129,8 @@ FP_HD float diag_step(float param, float grad, float& m, float& v, const DiagSca
   return s.power == 0.5f ? diag_step<true>(param, grad, m, v, s) : diag_step<false>(param, grad, m, v, s);
 }
 
-// Per-sample diagonal Fisher, one coordinate j (THEORY.md §4, "diag mean of
-// per-sample g_i⊙g_i"):  state_j ← a·state_j + b·Σ_i g_{i,j}², with (a, b)
+// Per-sample diagonal Fisher, one coordinate j (docs/theory.md, "The learning Lagrangian and F^(-p) updates",
+// table of approximations: the diagonal mean of per-sample g_i⊙g_i):  state_j ← a·state_j + b·Σ_i g_{i,j}², with (a, b)
 // the running-mean or EMA weights of fisher/_base.py. The sum is in double.
 template <class S>
 FP_HD S diag_fisher_combine(S state, double sum_sq, double old_weight, double new_weight) {

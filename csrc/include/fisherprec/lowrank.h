@@ -1,4 +1,4 @@
-// Low-rank empirical Fisher (THEORY.md §5), the per-element math shared by
+// Low-rank empirical Fisher (docs/theory.md, "Exact inverse roots for each structure"), the per-element math shared by
 // the CPU and CUDA backends.
 //
 // The window G ∈ R^{P×r} is stored column by column as an (r, P) buffer
