@@ -18,18 +18,24 @@ $(BIN)/python:
 # Editable install that rebuilds the extension on import after a change in
 # csrc/ (needs --no-build-isolation and the fixed build-dir in pyproject.toml).
 $(STAMP): pyproject.toml | $(BIN)/python
+	@echo "make: installing $(TORCH) and numpy into $(VENV)"
 	$(BIN)/pip install --disable-pip-version-check -q $(TORCH) numpy
 	$(BIN)/pip install --disable-pip-version-check -q "scikit-build-core>=0.10" "pybind11>=2.12"
+	@echo "make: building fisherprec's native kernels (C++, and CUDA when nvcc is found;" \
+	    "1-3 minutes on 2 cores) and installing the package with extras [$(EXTRAS)]"
 	$(BIN)/pip install --disable-pip-version-check -q --no-build-isolation \
 	    -Ceditable.rebuild=true -e ".[$(EXTRAS)]"
+	@$(BIN)/python -c "import fisherprec._C as c; i = c.build_info(); print('make: built', i['version'], 'with', i['compiler'] + (', CUDA ' + i['cuda_compiler_version'] if i['cuda_built'] else ', CPU only'))"
 	touch $@
 
 install: $(STAMP)
 
 # The main job: every registered optimizer on the ill-conditioned regression task
-# (about two minutes on 2 cores); table on stdout, JSON + PNG under build/demo.
+# (a few minutes on 2 cores, one progress line per run); table on stdout, JSON + PNG
+# under build/demo.
 # `python -m fisherprec demo` still prints the build information.
 demo: $(STAMP)
+	@echo "make: fisherprec compare --task regression (every registered optimizer, 2 seeds); table and plots in build/demo"
 	$(BIN)/python -m fisherprec compare --task regression --out build/demo
 
 test: $(STAMP)
