@@ -125,13 +125,17 @@ def default_lr(
 ) -> tuple[float | None, str]:
     """The documented learning rate for an optimizer on a task, and where it
     came from: an ``lr`` in `kwargs` (``--opt-kwargs``), else the task's table,
-    else the entry's defaults (registry, or ``--opt-kwargs`` for ``module:Class``),
-    else the optimizer's own default (None)."""
+    else, for a Fisher optimizer, the task's AdamW lr (they are drop-in
+    replacements whose lr carries over, so a task lists one only to override
+    it), else the entry's defaults (registry, or ``--opt-kwargs`` for
+    ``module:Class``), else the optimizer's own default (None)."""
     entry = resolve_optimizer(name) if isinstance(name, str) else name
     if kwargs and "lr" in kwargs:
         return float(kwargs["lr"]), "--opt-kwargs"
     if entry.name in task_lrs:
         return float(task_lrs[entry.name]), "task default"
+    if entry.fisher is not None and "adamw" in task_lrs:
+        return float(task_lrs["adamw"]), "task default (AdamW's)"
     if "lr" in entry.defaults:
         source = "registry default" if ":" not in entry.name else "--opt-kwargs"
         return float(entry.defaults["lr"]), source

@@ -91,6 +91,7 @@ def test_compare_end_to_end_writes_table_json_and_png(tmp_path, capsys):
     assert result["errors"] == []
     for name, info in result["optimizers"].items():
         assert info["lr"] == task.lrs[name] and info["lr_source"] == "task default"
+
         assert [r["seed"] for r in info["runs"]] == [0, 1]
         for run in info["runs"]:
             assert run["steps"] == [0, 1, 2, 3, 4]
@@ -151,7 +152,9 @@ def test_registered_variants_appear_without_edits(tmp_path, fake):
     result = _load(out, "classification")
     assert list(result["optimizers"]) == list(registry.REGISTRY)
     info = result["optimizers"]["memfake"]
-    assert info["lr"] == 0.01 and info["lr_source"] == "registry default"
+    # a Fisher variant the task does not list runs at the task's AdamW lr
+    adamw_lr = tasks.get("classification").lrs["adamw"]
+    assert info["lr"] == adamw_lr and info["lr_source"] == "task default (AdamW's)"
     assert info["fisher"] == "fake"
     assert [r["state_bytes"] for r in info["runs"]] == [12345, 12345]
     assert "memfake" in (out / "compare-classification.md").read_text()
@@ -320,3 +323,12 @@ def test_state_bytes_without_memory_bytes_sums_state_tensors():
     step = opt.state[p]["step"]
     expected = 2 * 10 * 8 + step.numel() * step.element_size()
     assert compare_mod.state_bytes(opt) == expected
+
+
+def test_a_fisher_optimizer_a_task_does_not_list_takes_its_adamw_lr():
+    task = tasks.get("regression")
+    assert "diag" not in task.lrs
+    assert compare_mod.default_lr(task.lrs, "diag") == (task.lrs["adamw"], "task default (AdamW's)")
+    assert compare_mod.default_lr({"adamw": 0.5, "diag": 0.1}, "diag") == (0.1, "task default")
+    assert compare_mod.default_lr({}, "diag")[1] == "registry default"
+    assert compare_mod.default_lr(task.lrs, "sgd") == (task.lrs["sgd"], "task default")

@@ -110,6 +110,6 @@ register(
         # The best of lr × (0.1, 0.3, 1, 3, 10) in full-length runs on seed 10000 (the
         # --tune seed) for sgd and adamw. The Fisher variants graft the
         # diagonal (Adam) step size, so they start from AdamW's learning rate.
-        lrs={"sgd": 0.3, "adamw": 1e-2, "diag": 1e-2, "block": 1e-2, "lowrank": 1e-2, "kron": 1e-2},
+        lrs={"sgd": 0.3, "adamw": 1e-2},
     )
 )

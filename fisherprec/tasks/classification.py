@@ -67,7 +67,7 @@ register(
         # The best of lr × (0.1, 0.3, 1, 3, 10) in full-length runs on seed 10000 (the
         # --tune seed) for sgd and adamw. The Fisher variants graft the
         # diagonal (Adam) step size, so they start from AdamW's learning rate.
-        lrs={"sgd": 0.1, "adamw": 3e-3, "diag": 3e-3, "block": 3e-3, "lowrank": 3e-3, "kron": 3e-3},
+        lrs={"sgd": 0.1, "adamw": 3e-3},
         log_scale=True,
     )
 )

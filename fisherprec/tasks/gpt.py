@@ -105,7 +105,7 @@ TASK = register(
         # Untuned starting points (the headline uses --tune, which sweeps around them):
         # AdamW's 3e-3 (the usual small-LM rate), which the Fisher variants share because
         # they graft Adam's step size; SGD's from bytelm.
-        lrs={"sgd": 0.3, "adamw": 3e-3, "diag": 3e-3, "block": 3e-3, "lowrank": 3e-3, "kron": 3e-3},
+        lrs={"sgd": 0.3, "adamw": 3e-3},
         schedule="cosine",
         warmup_fraction=0.05,
     )

@@ -64,7 +64,9 @@ class Task:
     samples_per_step: int  # observations consumed by one step (for T_sample)
     sample_unit: str  # what an observation is: "examples", "tokens"
     loss_name: str  # e.g. "held-out MSE"
-    lrs: Mapping[str, float] = field(default_factory=dict)  # default lr per optimizer
+    # Default lr per optimizer name. A Fisher optimizer not listed takes the
+    # "adamw" entry (fisherprec.compare.default_lr): list one only to override it.
+    lrs: Mapping[str, float] = field(default_factory=dict)
     log_scale: bool = False  # plot the loss on a log axis
     evals: int = 50  # held-out evaluations per run (plus one before the first step)
     # The default learning-rate schedule (fisherprec.schedule.SCHEDULES), applied to every
