@@ -197,27 +197,6 @@ def test_fused_step_matches_reference(numels, b, dtype, graft, maximize, generat
 
 
 # ------------------------------------------------------------- opcheck, errors
-def test_opcheck_all_block_ops(generator):
-    b, numels = 4, [6, 4]
-    states = _states(numels, b, torch.float32, generator)
-    rows = [torch.randn(2, n, generator=generator) for n in numels]
-    torch.library.opcheck(
-        torch.ops.fisherprec.block_outer_update.default, (states, rows, b, 0.9, 0.1)
-    )
-    roots = [torch.empty_like(s) for s in states]
-    status = [torch.empty(s.shape[0], dtype=torch.int32) for s in states]
-    torch.library.opcheck(
-        torch.ops.fisherprec.block_inv_root.default,
-        (states, roots, status, numels, b, 1.0, 1e-3, 0.5),
-    )
-    params = [torch.randn(n, generator=generator) for n in numels]
-    grads = [torch.randn(n, generator=generator) for n in numels]
-    ms = [torch.zeros(n) for n in numels]
-    vs = [torch.zeros(n) for n in numels]
-    torch.library.opcheck(
-        torch.ops.fisherprec.block_fisher_step.default,
-        (params, grads, ms, vs, roots, status, b, 0.9, 0.99, 0.1, 1.0, 1e-8, 1.0, False, True),
-    )
 
 
 def _root_call(**override):

@@ -86,15 +86,6 @@ def test_score_step_does_not_depend_on_thread_count(generator):
         assert torch.equal(out, results[0][2])
 
 
-def test_score_step_opcheck(generator):
-    pool, b, c, beta, gamma, eta, s, t, mask = _inputs(65, 5, torch.float32, generator)
-    out = torch.empty(2, dtype=torch.float64)
-    torch.library.opcheck(
-        torch.ops.fisherprec.design_score_step.default,
-        (pool, b, c, beta, gamma, eta, s, t, mask, out),
-    )
-
-
 def _bad(**changes):
     pool = torch.ones(6, 3)
     args = {
