@@ -122,10 +122,7 @@ void block_fisher_step(const std::vector<uintptr_t>& params, const std::vector<u
   const BlockIndex blocks(numels, block_size);
   const int64_t b = block_size;
   BlockStepScalars sc;
-  sc.diag = DiagScalars{static_cast<float>(beta1),       static_cast<float>(beta2),
-                        static_cast<float>(step_size),   static_cast<float>(inv_c2_root),
-                        static_cast<float>(eps),         static_cast<float>(decay),
-                        0.5f,                            maximize};
+  sc.diag = diag_scalars(beta1, beta2, step_size, 1.0 / inv_c2_root, eps, decay, 0.5, maximize);
   sc.graft = graft;
   FP_DISPATCH_FLOATING(param_dtype, [&] {
     parallel_for(blocks.total(), threads, [&](int64_t i) {

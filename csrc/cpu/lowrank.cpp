@@ -279,7 +279,8 @@ void lowrank_stats(const std::vector<uintptr_t>& grads, const std::vector<int64_
                    const std::vector<uintptr_t>& m, const std::vector<uintptr_t>& v, uintptr_t window,
                    int window_dtype, int64_t stride, int64_t columns, int64_t slot, float beta1,
                    float beta2, float inv_c2_root, float eps, bool maximize, uintptr_t out, int threads) {
-  const LowrankStatsScalars s{beta1, beta2, inv_c2_root, eps, maximize, !v.empty(), slot >= 0};
+  const LowrankStatsScalars s =
+      lowrank_stats_scalars(beta1, beta2, inv_c2_root, eps, maximize, !v.empty(), slot >= 0);
   FP_DISPATCH_LOWRANK_WINDOW(window_dtype, [&] {
     FP_DISPATCH_FLOATING(dtype, [&] {
       const auto chunks = make_chunks(numels);

@@ -142,10 +142,7 @@ int block_fisher_step(const std::vector<uintptr_t>& params, const std::vector<ui
   auto st = reinterpret_cast<cudaStream_t>(stream);
   const int64_t b = block_size;
   BlockStepScalars sc;
-  sc.diag = DiagScalars{static_cast<float>(beta1),     static_cast<float>(beta2),
-                        static_cast<float>(step_size), static_cast<float>(inv_c2_root),
-                        static_cast<float>(eps),       static_cast<float>(decay),
-                        0.5f,                          maximize};
+  sc.diag = diag_scalars(beta1, beta2, step_size, 1.0 / inv_c2_root, eps, decay, 0.5, maximize);
   sc.graft = graft;
   const int threads = static_cast<int>(((b + 31) / 32) * 32);
   return FP_DISPATCH_FLOATING(param_dtype, [&] {

@@ -264,7 +264,8 @@ int lowrank_stats(const std::vector<uintptr_t>& grads, const std::vector<int64_t
   auto* partial = reinterpret_cast<double*>(workspace);
   const int ncols = static_cast<int>(columns);
   const int nout = 2 * ncols + 2;
-  const LowrankStatsScalars scalars{beta1, beta2, inv_c2_root, eps, maximize, !v.empty(), slot >= 0};
+  const LowrankStatsScalars scalars =
+      lowrank_stats_scalars(beta1, beta2, inv_c2_root, eps, maximize, !v.empty(), slot >= 0);
   return FP_DISPATCH_LOWRANK_WINDOW(window_dtype, [&] {
     return FP_DISPATCH_FLOATING(dtype, [&] {
       const int err = for_each_batch(grads, m, v, numels, [&](const Table& table, int blocks) {

@@ -336,8 +336,8 @@ template <class T>
 FP_HD float block_adam_direction(T grad, float& m, float& v, const DiagScalars& s) {
   const float gf = to_float(grad);
   const float g = s.maximize ? -gf : gf;
-  diag_ema(g, s.beta1, s.beta2, m, v);
-  return m / diag_denominator(v, s.inv_c2_root, s.power, s.eps);
+  diag_ema(g, s, m, v);
+  return m / diag_denominator<true>(v, s);  // the block step's power is 1/2
 }
 
 // Phase 3: the new parameter value from direction `u` (already grafted).

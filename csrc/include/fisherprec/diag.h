@@ -34,7 +34,6 @@ struct DiagScalars {
   float beta1;
   float beta2;
   float step_size;    // lr / c1
-  float inv_c2_root;  // 1 / c2^power  (c2 = 1 − β2^t); for the legacy diag_denominator
   float eps;
   float decay;  // 1 − lr·weight_decay
   float power;  // 0.5 for Adam/RMSprop
@@ -44,27 +43,34 @@ struct DiagScalars {
   float c2_root;          // c2^power (torch divides by it)
 };
 
-// Host only: every per-call coefficient from the hyper-parameters and the
-// step count t ≥ 1 (the value *after* the increment, as torch).
-inline DiagScalars make_diag_scalars(double lr, double beta1, double beta2, double eps,
-                                     double weight_decay, double power, bool bias_correction,
-                                     double step, bool maximize) {
-  const double c1 = bias_correction ? 1.0 - std::pow(beta1, step) : 1.0;
-  const double c2 = bias_correction ? 1.0 - std::pow(beta2, step) : 1.0;
-  const double c2_root = std::pow(c2, power);
+// Host only: every per-call coefficient from already-combined hyper-parameters
+// (step_size = lr / c1, c2_root = c2^power, decay = 1 − lr·weight_decay). The one
+// place that fills DiagScalars: the block and low-rank steps build theirs here too.
+inline DiagScalars diag_scalars(double beta1, double beta2, double step_size, double c2_root,
+                                double eps, double decay, double power, bool maximize) {
   DiagScalars s{};
   s.beta1 = static_cast<float>(beta1);
   s.beta2 = static_cast<float>(beta2);
-  s.step_size = static_cast<float>(lr / c1);
-  s.inv_c2_root = static_cast<float>(1.0 / c2_root);
+  s.step_size = static_cast<float>(step_size);
   s.eps = static_cast<float>(eps);
-  s.decay = static_cast<float>(1.0 - lr * weight_decay);
+  s.decay = static_cast<float>(decay);
   s.power = static_cast<float>(power);
   s.maximize = maximize;
   s.one_minus_beta1 = static_cast<float>(1.0 - beta1);
   s.one_minus_beta2 = static_cast<float>(1.0 - beta2);
   s.c2_root = static_cast<float>(c2_root);
   return s;
+}
+
+// Host only: the coefficients of one step from the hyper-parameters and the
+// step count t ≥ 1 (the value *after* the increment, as torch).
+inline DiagScalars make_diag_scalars(double lr, double beta1, double beta2, double eps,
+                                     double weight_decay, double power, bool bias_correction,
+                                     double step, bool maximize) {
+  const double c1 = bias_correction ? 1.0 - std::pow(beta1, step) : 1.0;
+  const double c2 = bias_correction ? 1.0 - std::pow(beta2, step) : 1.0;
+  return diag_scalars(beta1, beta2, lr / c1, std::pow(c2, power), eps, 1.0 - lr * weight_decay,
+                      power, maximize);
 }
 
 // torch.lerp(m, g, w): m + w (g − m) for |w| < 0.5, else g − (g − m)(1 − w),
@@ -85,13 +91,6 @@ FP_HD void diag_ema(float g, const DiagScalars& s, float& m, float& v) {
   v = fmaf(s.one_minus_beta2 * g, g, v * s.beta2);
 }
 
-// Legacy form (coefficients 1 − β rounded in float): kept for grafting code
-// written against the first version of this header.
-FP_HD void diag_ema(float g, float beta1, float beta2, float& m, float& v) {
-  m = diag_lerp(m, g, 1.0f - beta1);
-  v = v * beta2 + (1.0f - beta2) * g * g;
-}
-
 // v^power; kSqrt picks sqrtf at compile time so that the loop vectorises.
 template <bool kSqrt>
 FP_HD float diag_root(float v, float power) {
@@ -106,12 +105,6 @@ FP_HD float diag_root(float v, float power) {
 template <bool kSqrt>
 FP_HD float diag_denominator(float v, const DiagScalars& s) {
   return diag_root<kSqrt>(v, s.power) / s.c2_root + s.eps;
-}
-
-// Legacy form: v^power · (1 / c2^power) + ε.
-FP_HD float diag_denominator(float v, float inv_c2_root, float power, float eps) {
-  const float root = power == 0.5f ? sqrtf(v) : powf(v, power);
-  return root * inv_c2_root + eps;
 }
 
 // One element of the fused step; returns the new parameter value. `grad` is

@@ -54,14 +54,16 @@ FP_HD double lowrank_combine(double y, double decay, double c0, double x, double
 // Per-call scalars of the optimizer's first pass (the momentum / graft part
 // of the diagonal Adam math, see diag.h).
 struct LowrankStatsScalars {
-  float beta1;
-  float beta2;
-  float inv_c2_root;  // 1 / sqrt(1 − β2^t)
-  float eps;
-  bool maximize;
-  bool has_v;  // keep the diagonal second moment (grafting)
-  bool insert;  // write ĝ into the window
+  DiagScalars moments;  // β1, β2, ε, √c2 and the sign, as the diagonal step uses them
+  bool has_v;           // keep the diagonal second moment (grafting)
+  bool insert;          // write ĝ into the window
 };
+
+// Host only.
+inline LowrankStatsScalars lowrank_stats_scalars(double beta1, double beta2, double inv_c2_root,
+                                                 double eps, bool maximize, bool has_v, bool insert) {
+  return {diag_scalars(beta1, beta2, 1.0, 1.0 / inv_c2_root, eps, 1.0, 0.5, maximize), has_v, insert};
+}
 
 // One element of the optimizer's first pass:
 //   g ← ±grad;  m ← β1 m + (1−β1) g;  v ← β2 v + (1−β2) g²  (diag_ema)
@@ -73,9 +75,9 @@ template <class W>
 FP_HD void lowrank_stats_element(float grad, float& m, float& v, W* stored,
                                  const LowrankStatsScalars& s, double& x1, double& x2,
                                  double& graft) {
-  const float g = s.maximize ? -grad : grad;
+  const float g = s.moments.maximize ? -grad : grad;
   float unused_v = 0.0f;
-  diag_ema(g, s.beta1, s.beta2, m, s.has_v ? v : unused_v);
+  diag_ema(g, s.moments, m, s.has_v ? v : unused_v);
   if (s.insert) {
     *stored = from_float<W>(g);
     x1 = to_double(*stored);
@@ -84,7 +86,7 @@ FP_HD void lowrank_stats_element(float grad, float& m, float& v, W* stored,
   }
   x2 = static_cast<double>(m);
   if (s.has_v) {
-    const double a = static_cast<double>(m) / static_cast<double>(diag_denominator(v, s.inv_c2_root, 0.5f, s.eps));
+    const double a = static_cast<double>(m) / static_cast<double>(diag_denominator<true>(v, s.moments));
     graft = a * a;
   } else {
     graft = 0.0;
