@@ -17,7 +17,7 @@ from tests import fuzz
 
 ROOT = Path(__file__).resolve().parents[1]
 LONG = os.environ.get("FISHERPREC_FUZZ") == "long"
-CASES = {"ops": 1000, "optimizers": 400, "estimators": 600}
+CASES = {"ops": 500, "optimizers": 200, "estimators": 300}
 
 
 def test_every_public_op_has_a_fuzz_sample():
