@@ -447,7 +447,9 @@ def _corrupt(rng: random.Random, state_dict: dict) -> tuple[dict, str]:
     pid, key = rng.choice(entries)
     value = sd["state"][pid][key]
     if kind == "shape" and isinstance(value, torch.Tensor) and value.dim() > 0:
-        sd["state"][pid][key] = value.reshape(-1)[:-1] if value.numel() > 1 else value.reshape(-1).repeat(2)
+        sd["state"][pid][key] = (
+            value.reshape(-1)[:-1] if value.numel() > 1 else value.reshape(-1).repeat(2)
+        )
     elif kind == "drop":
         del sd["state"][pid][key]
     elif kind == "extra":

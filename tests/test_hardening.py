@@ -419,8 +419,9 @@ def test_per_sample_grads_names_batchnorm_in_train_mode(generator):
 
 @pytest.mark.parametrize("name", FISHER_OPTIMIZERS)
 def test_dtensor_parameters_are_a_clear_type_error_not_a_crash(name, tmp_path):
-    """DiagFisher segfaulted on a DTensor parameter (data_ptr() is 0); until the
-    optimizers step DTensors' local shards, they refuse them by name."""
+    """DiagFisher segfaulted on a DTensor parameter (data_ptr() is 0). Now it
+    steps DTensors' local shards (tests/test_distributed.py); the optimizers
+    whose preconditioner couples coordinates across shards refuse them by name."""
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor import Shard, distribute_tensor
@@ -430,8 +431,17 @@ def test_dtensor_parameters_are_a_clear_type_error_not_a_crash(name, tmp_path):
     )
     try:
         mesh = init_device_mesh("cpu", (1,))
-        p = torch.nn.Parameter(distribute_tensor(torch.randn(4, 3), mesh, [Shard(0)]))
-        with pytest.raises(TypeError, match="DTensor"):
-            _build(name, [p])
+        start = torch.randn(4, 3)
+        p = torch.nn.Parameter(distribute_tensor(start.clone(), mesh, [Shard(0)]))
+        if REGISTRY[name].factory.steps_dtensor_shards:
+            plain = torch.nn.Parameter(start.clone())
+            opts = [_build(name, [p]), _build(name, [plain])]
+            for q, opt in zip((p, plain), opts, strict=True):
+                q.grad = torch.ones_like(q)
+                opt.step()
+            assert torch.equal(p.to_local(), plain.detach())
+        else:
+            with pytest.raises(TypeError, match="DTensor"):
+                _build(name, [p])
     finally:
         dist.destroy_process_group()

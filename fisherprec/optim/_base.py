@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
+from torch.distributed.tensor import DTensor
 
 from fisherprec import ops
 
@@ -107,6 +108,25 @@ def group_by_device_and_dtype(
     return dict(buckets)
 
 
+def local(tensor: torch.Tensor) -> torch.Tensor:
+    """The tensor a kernel works on: a DTensor's local shard, else the tensor."""
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor
+
+
+def _all_ranks_agree(flag: bool, tensors: Sequence[torch.Tensor]) -> bool:
+    """`flag` AND-ed over every rank holding a shard of the DTensors among
+    `tensors` (no collective without DTensors): a decision taken on local
+    shards, such as skipping a step, must be the same on every rank."""
+    meshes = {id(t.device_mesh): t.device_mesh for t in tensors if isinstance(t, DTensor)}
+    if not meshes:
+        return flag
+    value = torch.tensor([0.0 if flag else 1.0])
+    for mesh in meshes.values():
+        for dim in range(mesh.ndim):
+            torch.distributed.all_reduce(value, group=mesh.get_group(dim))
+    return bool(value.item() == 0.0)
+
+
 class FisherOptimizer(torch.optim.Optimizer, abc.ABC):
     """Base class of the fisherprec optimizers.
 
@@ -138,12 +158,27 @@ class FisherOptimizer(torch.optim.Optimizer, abc.ABC):
         check_lr(group["lr"])
         check_nonfinite_policy(group["nonfinite"])
 
+    # Whether DTensor parameters (FSDP2's fully_shard, tensor parallelism) step
+    # as their local shards. True only where that is exactly the unsharded step:
+    # element-wise math (DiagFisher). A preconditioner that couples coordinates
+    # refuses them until it handles the sharding.
+    steps_dtensor_shards: bool = False
+
     def _check_params(self, group: dict[str, Any]) -> None:
         """Raise for parameters `group` cannot hold; runs once per added group."""
+        shards = []
         for i, p in enumerate(group["params"]):
-            ops.check_plain_tensor(f"params[{i}]", p)
+            if isinstance(p, DTensor):
+                if not self.steps_dtensor_shards:
+                    raise TypeError(
+                        f"params[{i}] is a DTensor (FSDP2 or tensor parallelism): "
+                        f"{type(self).__name__} couples coordinates across shards and does "
+                        "not step DTensors yet; DiagFisher does (its step is element-wise)"
+                    )
+                p = p.to_local()
+            shards.append(ops.check_plain_tensor(f"params[{i}]", p))
         # Two entries sharing memory would be updated twice, concurrently.
-        ops.check_no_overlap({"params": group["params"]})
+        ops.check_no_overlap({"params": shards})
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """As torch.optim.Optimizer, but the group (defaults filled in) is
@@ -251,6 +286,24 @@ class FisherOptimizer(torch.optim.Optimizer, abc.ABC):
         policy = group["nonfinite"]
         if policy == "propagate":
             return True
+        bad = self._first_nonfinite([local(g) for g in grads])
+        # With sharded gradients every rank decides on its shard: agree first.
+        if _all_ranks_agree(bad is None, grads):
+            return True
+        if policy == "raise":
+            where = (
+                f"parameter {bad} of shape {tuple(params[bad].shape)}"
+                if bad is not None
+                else "a parameter shard on another rank"
+            )
+            raise FloatingPointError(
+                f"non-finite gradient for {where} in {type(self).__name__}; nothing was modified"
+            )
+        return False
+
+    @staticmethod
+    def _first_nonfinite(grads: Sequence[torch.Tensor]) -> int | None:
+        """Index of the first gradient holding NaN/Inf, or None."""
         for (device, dtype), idx in group_by_device_and_dtype(grads).items():
             bucket = [grads[i].contiguous() for i in idx]
             if (
@@ -259,15 +312,10 @@ class FisherOptimizer(torch.optim.Optimizer, abc.ABC):
                 and math.isfinite(float(ops.sum_of_squares(bucket)))
             ):
                 continue
-            for i in idx:
+            for i in sorted(idx):
                 if not torch.isfinite(grads[i]).all():
-                    if policy == "raise":
-                        raise FloatingPointError(
-                            f"non-finite gradient for parameter {i} of shape {tuple(params[i].shape)} "
-                            f"in {type(self).__name__}; nothing was modified"
-                        )
-                    return False
-        return True
+                    return i
+        return None
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -301,10 +349,12 @@ class FisherOptimizer(torch.optim.Optimizer, abc.ABC):
         """Update state and parameters of one group (grads not yet negated for maximize)."""
 
     def memory_bytes(self) -> int:
-        """Bytes held by the optimizer state (every tensor in ``self.state``)."""
+        """Bytes held by the optimizer state (every tensor in ``self.state``) in
+        this process: a DTensor counts its local shard."""
         total = 0
         for state in self.state.values():
             for value in state.values():
                 if isinstance(value, torch.Tensor):
+                    value = local(value)
                     total += value.numel() * value.element_size()
         return total

@@ -21,6 +21,7 @@ from fisherprec.optim._base import (
     check_betas,
     check_nonnegative,
     check_power,
+    local,
 )
 from fisherprec.optim.registry import OptimizerEntry, register
 
@@ -112,6 +113,8 @@ class DiagFisher(FisherOptimizer):
     Weight Decay Regularization" (2019); Guo & Schölkopf, "Physics of
     Learning" (2025), §3.3.
     """
+
+    steps_dtensor_shards = True  # element-wise: a shard's step is the step of its slice
 
     def __init__(
         self,
@@ -214,11 +217,17 @@ class DiagFisher(FisherOptimizer):
         steps: list[torch.Tensor] = []
         moments: list[tuple[torch.Tensor, torch.Tensor]] = []
         all_state = self.state
+        shards, shard_grads = [], []
         for i, (p, g) in enumerate(zip(params, grads, strict=True)):
             state = all_state[p]
             if not state:
                 state.update(self._new_state(group, [p])[0])
-            m, v = state["exp_avg"], state["exp_avg_sq"]
+            # A DTensor parameter (FSDP2) and its gradient and moments (DTensors
+            # like it) step as their local shards: the update is element-wise.
+            p, g = local(p), local(g)
+            shards.append(p)
+            shard_grads.append(g)
+            m, v = local(state["exp_avg"]), local(state["exp_avg_sq"])
             steps.append(state["step"])
             moments.append((m, v))
             # State was validated when created or loaded (load_state_dict);
@@ -234,6 +243,7 @@ class DiagFisher(FisherOptimizer):
             else:
                 fallback.append(i)
         step_values = self._increment_steps(group, params, steps)
+        params, grads = shards, shard_grads
 
         for (device, _), idx in native.items():
             ops.check_device(f"parameter of shape {tuple(params[idx[0]].shape)}", device)

@@ -1,0 +1,119 @@
+"""Two-process gloo runs on the CPU for tests/test_distributed.py:
+``python -m tests.distributed_worker SCENARIO DIR`` spawns two ranks that
+rendezvous through a file in DIR and write DIR/rank<r>.json."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import (
+    get_optimizer_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
+
+import fisherprec as fp
+
+WORLD = 2
+STEPS = 5
+
+
+def make_model() -> torch.nn.Module:
+    # Odd shapes: 7×5 and 3×7 shard unevenly over two ranks (4 + 3 rows, 2 + 1).
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3))
+
+
+def batch(k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(100 + k)
+    return torch.randn(16, 5, generator=generator), torch.randn(16, 3, generator=generator)
+
+
+def train(model, opt, steps: range, poison: int | None = None) -> None:
+    for k in steps:
+        x, y = batch(k)  # the same batch on every rank: FSDP2's mean gradient is the full one
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        if poison is not None and k == steps[-1]:
+            grad = next(model.parameters()).grad
+            grad.to_local().view(-1)[0] = float("nan")  # on rank `poison` only (see caller)
+        opt.step()
+
+
+def shard(model: torch.nn.Module) -> torch.nn.Module:
+    mesh = init_device_mesh("cpu", (WORLD,))
+    for layer in model:
+        if isinstance(layer, torch.nn.Linear):
+            fully_shard(layer, mesh=mesh)
+    return fully_shard(model, mesh=mesh)
+
+
+def full(model) -> list[list[float]]:
+    return [p.full_tensor().reshape(-1).tolist() for p in model.parameters()]
+
+
+def run(rank: int, scenario: str, out: str) -> None:
+    root = pathlib.Path(out)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{root / 'store'}", rank=rank, world_size=WORLD
+    )
+    result: dict = {}
+    try:
+        model = shard(make_model())
+        opt = fp.optim.DiagFisher(model.parameters(), lr=1e-2, nonfinite="skip")
+        if scenario == "fsdp2":
+            train(model, opt, range(STEPS))
+            result["params"] = full(model)
+            # State per rank on a layer-sized model (the toy model's 7 rows split 4 + 3).
+            wide = shard(torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.Linear(256, 64)))
+            wide_opt = fp.optim.DiagFisher(wide.parameters())
+            x = torch.randn(4, 64)
+            wide(x).square().mean().backward()
+            wide_opt.step()
+            result["state_bytes"] = wide_opt.memory_bytes()
+            result["state_type"] = type(opt.state[next(model.parameters())]["exp_avg"]).__name__
+        elif scenario == "skip":
+            train(model, opt, range(2))
+            before = full(model)
+            # NaN in rank 1's shard only: both ranks must skip the step.
+            x, y = batch(9)
+            opt.zero_grad(set_to_none=True)
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            if rank == 1:
+                next(model.parameters()).grad.to_local().view(-1)[0] = float("nan")
+            opt.step()
+            result["unchanged"] = full(model) == before
+            result["skipped"] = opt.skipped_steps
+        elif scenario == "dcp":
+            train(model, opt, range(3))
+            state = {"model": model.state_dict(), "optim": get_optimizer_state_dict(model, opt)}
+            dcp.save(state, checkpoint_id=str(root / "ckpt"))
+            train(model, opt, range(3, STEPS))
+            result["params"] = full(model)
+            resumed = shard(make_model())
+            opt2 = fp.optim.DiagFisher(resumed.parameters(), lr=1e-2, nonfinite="skip")
+            train(resumed, opt2, range(1))  # state exists, then is replaced by the checkpoint's
+            state = {
+                "model": resumed.state_dict(),
+                "optim": get_optimizer_state_dict(resumed, opt2),
+            }
+            dcp.load(state, checkpoint_id=str(root / "ckpt"))
+            resumed.load_state_dict(state["model"])
+            set_optimizer_state_dict(resumed, opt2, state["optim"])
+            train(resumed, opt2, range(3, STEPS))
+            result["resumed"] = full(resumed)
+        else:
+            raise ValueError(scenario)
+    finally:
+        dist.destroy_process_group()
+    (root / f"rank{rank}.json").write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    torch.multiprocessing.spawn(run, args=(sys.argv[1], sys.argv[2]), nprocs=WORLD)

@@ -1,0 +1,62 @@
+"""DiagFisher under FSDP2 (fully_shard) on two gloo CPU processes, against the
+single-process run: the step, the non-finite policy and a DCP round trip."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import fisherprec as fp
+from tests import distributed_worker as worker
+
+pytestmark = pytest.mark.skipif(
+    not torch.distributed.is_available(), reason="needs torch.distributed"
+)
+
+
+def _run(scenario: str, tmp_path) -> list[dict]:
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.distributed_worker", scenario, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(worker.WORLD)]
+
+
+def _single_process(steps: int) -> tuple[list[torch.Tensor], fp.optim.DiagFisher]:
+    model = worker.make_model()
+    opt = fp.optim.DiagFisher(model.parameters(), lr=1e-2)
+    worker.train(model, opt, range(steps))
+    return [p.detach().reshape(-1) for p in model.parameters()], opt
+
+
+def test_fsdp2_step_equals_the_single_process_step(tmp_path):
+    ranks = _run("fsdp2", tmp_path)
+    expected, _ = _single_process(worker.STEPS)
+    for rank in ranks:
+        assert rank["state_type"] == "DTensor"  # DCP and FSDP2 see sharded state
+        for got, want in zip(rank["params"], expected, strict=True):
+            torch.testing.assert_close(torch.tensor(got), want, rtol=1e-5, atol=1e-6)
+    # The moments are sharded like the parameters: each rank holds its share.
+    wide = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.Linear(256, 64))
+    unsharded = fp.optim.DiagFisher(wide.parameters())
+    wide(torch.randn(4, 64)).square().mean().backward()
+    unsharded.step()
+    per_rank = max(rank["state_bytes"] for rank in ranks)
+    assert per_rank <= 0.55 * unsharded.memory_bytes()
+
+
+def test_a_nonfinite_gradient_on_one_rank_skips_the_step_on_every_rank(tmp_path):
+    for rank in _run("skip", tmp_path):
+        assert rank["unchanged"] and rank["skipped"] == 1
+
+
+def test_dcp_round_trip_resumes_identically(tmp_path):
+    for rank in _run("dcp", tmp_path):
+        assert rank["resumed"] == rank["params"]
