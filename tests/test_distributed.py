@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -60,3 +61,32 @@ def test_a_nonfinite_gradient_on_one_rank_skips_the_step_on_every_rank(tmp_path)
 def test_dcp_round_trip_resumes_identically(tmp_path):
     for rank in _run("dcp", tmp_path):
         assert rank["resumed"] == rank["params"]
+
+
+def test_a_two_rank_checkpoint_loads_into_one_process_and_resumes(tmp_path):
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (
+        get_optimizer_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    ranks = _run("dcp", tmp_path)  # saved after 3 of 5 steps on two ranks
+    model = worker.make_model()
+    opt = fp.optim.DiagFisher(model.parameters(), lr=1e-2, nonfinite="skip")
+    worker.train(model, opt, range(1))  # some state, replaced by the checkpoint's
+    state = {"model": model.state_dict(), "optim": get_optimizer_state_dict(model, opt)}
+    with warnings.catch_warnings():  # "assuming the intent is to load in a single process": yes
+        warnings.simplefilter("ignore", UserWarning)
+        dcp.load(state, checkpoint_id=str(tmp_path / "ckpt"))
+    model.load_state_dict(state["model"])
+    set_optimizer_state_dict(model, opt, state["optim"])
+    assert all(
+        not isinstance(v, torch.distributed.tensor.DTensor)
+        for s in opt.state.values()
+        for v in s.values()
+    )
+    worker.train(model, opt, range(3, worker.STEPS))
+    for got, want in zip(model.parameters(), ranks[0]["params"], strict=True):
+        torch.testing.assert_close(
+            got.detach().reshape(-1), torch.tensor(want), rtol=1e-5, atol=1e-6
+        )
