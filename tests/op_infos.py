@@ -70,6 +70,12 @@ def _diag_step(g, dtype):
     return (*_diag_bucket(g, dtype), 0.01, 0.9, 0.999, 1e-8, 0.01, 2.0, 0.5, True, False)
 
 
+def _diag_step_counted(g, dtype):
+    params, grads, m, v = _diag_bucket(g, dtype, sizes=(3, 129, 5))
+    steps = torch.tensor([2.0, 2.0, 7.0])  # two step counts: two native calls
+    return params, grads, m, v, steps, 0.01, 0.9, 0.999, 1e-8, 0.01, 0.5, True, False
+
+
 def _diag_fisher_update(g, dtype):
     return _randn(g, 11, dtype=torch.float64).abs(), _randn(g, 4, 11, dtype=dtype), 0.5, 0.25
 
@@ -147,6 +153,7 @@ OP_INFOS: dict[str, OpInfo] = {
         OpInfo("bellman_backup", (torch.float32, torch.float64), _bellman_backup),
         OpInfo("design_score_step", FLOATS, _design_score_step),
         OpInfo("diag_step", (torch.float32, torch.bfloat16, torch.float16), _diag_step),
+        OpInfo("diag_step_counted", (torch.float32, torch.bfloat16), _diag_step_counted),
         OpInfo("diag_fisher_update", FLOATS, _diag_fisher_update),
         OpInfo("block_outer_update", FLOATS, _block_outer_update),
         OpInfo("block_inv_root", (torch.float32, torch.float64), _block_inv_root),

@@ -56,6 +56,39 @@ def _diag_step_native(
 native_op("diag_step", mutates_args=("params", "exp_avgs", "exp_avg_sqs"))(_diag_step_native)
 
 
+@native_op("diag_step_counted", mutates_args=("params", "exp_avgs", "exp_avg_sqs"))
+def _diag_step_counted(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    exp_avgs: list[torch.Tensor],
+    exp_avg_sqs: list[torch.Tensor],
+    steps: torch.Tensor,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    power: float,
+    bias_correction: bool,
+    maximize: bool,
+) -> None:
+    """``diag_step`` with the step count of tensor i read from the CPU tensor
+    ``steps[i]`` inside the op: torch.compile traces one opaque call, with no
+    host read in the graph (DiagFisher's compiled step; internal, its caller
+    validated the buffers)."""
+    buckets: dict[float, list[int]] = {}
+    for i, step in enumerate(steps.tolist()):
+        buckets.setdefault(step, []).append(i)
+    for step, idx in buckets.items():
+        _diag_step_native(
+            [params[i] for i in idx],
+            [grads[i] for i in idx],
+            [exp_avgs[i] for i in idx],
+            [exp_avg_sqs[i] for i in idx],
+            lr, beta1, beta2, eps, weight_decay, step, power, bias_correction, maximize,
+        )  # fmt: skip
+
+
 def _check_diag_hyperparameters(
     lr: float,
     beta1: float,

@@ -200,6 +200,12 @@ class DiagFisher(FisherOptimizer):
         self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
     ) -> None:
         lr = group["lr"]
+        if torch.compiler.is_compiling():
+            # Traced by torch.compile: plain torch ops with the step count as a
+            # tensor, so that nothing is read back to the host (no graph break,
+            # no recompile per step) and inductor fuses the update.
+            self._step_group_traced(group, params, grads)
+            return
         lr = float(lr) if isinstance(lr, torch.Tensor) else lr
         beta1, beta2 = group["betas"]
         hyper = {
@@ -262,6 +268,48 @@ class DiagFisher(FisherOptimizer):
         for i in fallback:
             self._step_reference(params[i], grads[i], *moments[i], step_values[i], **hyper)
 
+    def _step_group_traced(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        """The step torch.compile traces: the step counts stay tensors. The fused
+        kernel runs as one opaque op per (device, dtype) bucket that reads them
+        inside; what it does not take (float64, strided) and a tensor lr go
+        through plain torch ops."""
+        beta1, beta2 = group["betas"]
+        lr = group["lr"]
+        hyper = {
+            "lr": lr,
+            "beta1": beta1,
+            "beta2": beta2,
+            "eps": group["eps"],
+            "weight_decay": group["weight_decay"],
+            "power": group["power"],
+            "bias_correction": group["bias_correction"],
+            "maximize": group["maximize"],
+        }
+        native: dict[tuple[torch.device, torch.dtype], list[tuple]] = defaultdict(list)
+        for p, g in zip(params, grads, strict=True):
+            state = self.state[p]
+            if not state:
+                state.update(self._new_state(group, [p])[0])
+            state["step"] += 1
+            work = (local(p), local(g), local(state["exp_avg"]), local(state["exp_avg_sq"]))
+            if (
+                not isinstance(lr, torch.Tensor)
+                and work[0].dtype in ops.DIAG_PARAM_DTYPES
+                and work[0].is_contiguous()
+                and work[1].is_contiguous()
+                and work[0].device.type in ("cpu", "cuda")
+            ):
+                native[(work[0].device, work[0].dtype)].append((*work, state["step"]))
+            else:
+                self._step_reference(*work, state["step"], **hyper)
+        for bucket in native.values():
+            p_, g_, m_, v_, steps = (list(column) for column in zip(*bucket, strict=True))
+            torch.ops.fisherprec.diag_step_counted(
+                p_, g_, m_, v_, torch.stack(steps), *hyper.values()
+            )
+
     def _increment_steps(
         self, group: dict[str, Any], params: list[torch.Tensor], steps: list[torch.Tensor]
     ) -> list[float]:
@@ -294,9 +342,9 @@ class DiagFisher(FisherOptimizer):
         grad: torch.Tensor,
         exp_avg: torch.Tensor,
         exp_avg_sq: torch.Tensor,
-        step: float,
+        step: float | torch.Tensor,
         *,
-        lr: float,
+        lr: float | torch.Tensor,
         beta1: float,
         beta2: float,
         eps: float,
@@ -305,7 +353,9 @@ class DiagFisher(FisherOptimizer):
         bias_correction: bool,
         maximize: bool,
     ) -> None:
-        """The same step in plain torch ops (float64, other devices, strided tensors)."""
+        """The same step in plain torch ops (float64, other devices, strided
+        tensors, and the step torch.compile traces, where `step` and `lr` may be
+        tensors)."""
         if exp_avg.shape != param.shape:
             raise RuntimeError(
                 f"DiagFisher state has shape {tuple(exp_avg.shape)} but its parameter has "
@@ -322,7 +372,11 @@ class DiagFisher(FisherOptimizer):
         exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
         root = exp_avg_sq.sqrt() if power == 0.5 else exp_avg_sq.pow(power)
         denom = root.div_(c2**power).add_(eps)
-        work.addcdiv_(exp_avg, denom, value=-lr / c1)
+        step_size = lr / c1
+        if isinstance(step_size, torch.Tensor):  # addcdiv_ takes a Python number only
+            work.sub_(exp_avg / denom * step_size)
+        else:
+            work.addcdiv_(exp_avg, denom, value=-step_size)
         if work is not param:
             param.copy_(work)
 
