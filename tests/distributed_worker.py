@@ -58,6 +58,31 @@ def full(model) -> list[list[float]]:
     return [p.full_tensor().reshape(-1).tolist() for p in model.parameters()]
 
 
+DDP_OPTIMIZERS = {
+    "diag": {},
+    "block": {"block_size": 4, "update_every": 1},
+    "lowrank": {"rank": 3, "update_every": 1},
+    "kron": {"update_every": 1, "max_dim": 4},
+}
+
+
+def ddp(rank: int) -> dict:
+    """Every registered Fisher optimizer under DDP, each rank on its half of
+    the batch: the parameters after STEPS steps, per optimizer."""
+    out = {}
+    for name, kwargs in DDP_OPTIMIZERS.items():
+        model = torch.nn.parallel.DistributedDataParallel(make_model())
+        opt = fp.optim.registry.build(name, model.parameters(), lr=1e-2, **kwargs)
+        for k in range(STEPS):
+            x, y = batch(k)
+            half = slice(rank * 8, rank * 8 + 8)
+            opt.zero_grad(set_to_none=True)
+            torch.nn.functional.mse_loss(model(x[half]), y[half]).backward()
+            opt.step()
+        out[name] = [p.detach().reshape(-1).tolist() for p in model.module.parameters()]
+    return out
+
+
 def run(rank: int, scenario: str, out: str) -> None:
     root = pathlib.Path(out)
     dist.init_process_group(
@@ -65,6 +90,9 @@ def run(rank: int, scenario: str, out: str) -> None:
     )
     result: dict = {}
     try:
+        if scenario == "ddp":
+            result = ddp(rank)
+            return
         model = shard(make_model())
         opt = fp.optim.DiagFisher(model.parameters(), lr=1e-2, nonfinite="skip")
         if scenario == "fsdp2":
@@ -112,7 +140,7 @@ def run(rank: int, scenario: str, out: str) -> None:
             raise ValueError(scenario)
     finally:
         dist.destroy_process_group()
-    (root / f"rank{rank}.json").write_text(json.dumps(result))
+        (root / f"rank{rank}.json").write_text(json.dumps(result))
 
 
 if __name__ == "__main__":
