@@ -136,6 +136,15 @@ def run(rank: int, scenario: str, out: str) -> None:
             set_optimizer_state_dict(resumed, opt2, state["optim"])
             train(resumed, opt2, range(3, STEPS))
             result["resumed"] = full(resumed)
+        elif scenario == "load1":
+            # A checkpoint one plain process wrote after 3 steps (see the test).
+            train(model, opt, range(1))  # state exists, then is replaced by the checkpoint's
+            state = {"model": model.state_dict(), "optim": get_optimizer_state_dict(model, opt)}
+            dcp.load(state, checkpoint_id=str(root / "ckpt1"))
+            model.load_state_dict(state["model"])
+            set_optimizer_state_dict(model, opt, state["optim"])
+            train(model, opt, range(3, STEPS))
+            result["params"] = full(model)
         else:
             raise ValueError(scenario)
     finally:

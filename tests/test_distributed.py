@@ -111,3 +111,22 @@ def test_every_fisher_optimizer_under_ddp_equals_the_full_batch_run(tmp_path):
             torch.testing.assert_close(
                 torch.tensor(got), want.detach().reshape(-1), rtol=1e-4, atol=1e-5, msg=name
             )
+
+
+def test_a_one_process_checkpoint_loads_into_two_fsdp2_ranks_and_resumes(tmp_path):
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    model = worker.make_model()
+    opt = fp.optim.DiagFisher(model.parameters(), lr=1e-2, nonfinite="skip")
+    worker.train(model, opt, range(3))
+    state = {"model": model.state_dict(), "optim": get_optimizer_state_dict(model, opt)}
+    with warnings.catch_warnings():  # no process group: a single-process save, as meant
+        warnings.simplefilter("ignore", UserWarning)
+        dcp.save(state, checkpoint_id=str(tmp_path / "ckpt1"))
+    worker.train(model, opt, range(3, worker.STEPS))
+    for rank in _run("load1", tmp_path):
+        for got, want in zip(rank["params"], model.parameters(), strict=True):
+            torch.testing.assert_close(
+                torch.tensor(got), want.detach().reshape(-1), rtol=1e-5, atol=1e-6
+            )
