@@ -5,9 +5,11 @@ in the factors' eigenbasis (``mode="eigen"``, the default; EKFAC / SOAP)."""
 
 from __future__ import annotations
 
-import contextlib
+import itertools
 import math
+import os
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import torch
@@ -377,9 +379,9 @@ class KronFisher(FisherOptimizer):
         # Parameter-space work (moments, Adam's step, the update) runs as
         # multi-tensor ops over the group; block work (factor EMAs, refreshes,
         # rotations) as batched ops per bucket of equal-size blocks. Order: factor
-        # updates (GEMMs on every thread), the refreshes due this step (LAPACK, on
-        # one thread where that pays: see lapack_threads), then the directions
-        # and the parameter updates.
+        # updates (GEMMs on every thread), the decompositions due this step
+        # (LAPACK: see _decompose_all), the rest of the refreshes, then the
+        # directions and the parameter updates.
         for p in params:
             self._init_state(group, p)
         plan = self._plan(group, params)
@@ -397,11 +399,15 @@ class KronFisher(FisherOptimizer):
                 bucket.update_factors(grad, beta2)
             due = [b for b in part.buckets if b.due(steps, group["update_every"])]
             if due:
-                largest = max(max(b.rows, b.cols) for b in due)
-                one_thread = largest >= LAPACK_ONE_THREAD_MIN_DIM
-                with lapack_threads(part.device) if one_thread else contextlib.nullcontext():
-                    for bucket in due:
-                        bucket.refresh(group, states, steps)
+                requests = [b.refresh_requests() for b in due]
+                decomposed = _decompose_all(
+                    [r for pair in requests for r in pair],
+                    group["refresh"],
+                    eigenvalues=group["mode"] == "kron",
+                    device=part.device,
+                )
+                for n, bucket in enumerate(due):
+                    bucket.refresh(group, states, steps, decomposed[2 * n : 2 * n + 2])
             moments = [s["exp_avg"] for s in states]
             torch._foreach_lerp_(moments, grad, 1.0 - beta1)
             # Adam's m̂/(sqrt(v̂)+ε) for the parameters that keep a second moment v.
@@ -544,41 +550,47 @@ class _Bucket:
         return torch.tensor(per_block, dtype=left.dtype, device=left.device)[:, None, None]
 
     # ------------------------------------------------------------- refresh
-    def refresh(
-        self, group: dict[str, Any], states: list[dict[str, Any]], steps: list[int]
-    ) -> None:
-        """New bases (and, in mode "kron", eigenvalues) for the blocks due;
-        blocks whose decomposition fails keep their old ones (see
-        ``KronFisher._refresh``)."""
+    def refresh_requests(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """The decompositions a refresh of the blocks due needs: (factor, old
+        basis, valid) for the left then the right side (see ``_decompose``)."""
         entries = [e for e, d in zip(self.entries, self._due, strict=True) if d]
-        buf = self.buffers
+        self._refreshing = entries
         if len(entries) == len(self.entries):
-            select = None
-
-            def take(x: torch.Tensor) -> torch.Tensor:
-                return x
-
-            def put(x: torch.Tensor, value: torch.Tensor) -> None:
-                x.copy_(value)
+            self._select = None
         else:
             rows = [i for e in entries for i in range(e.offset, e.offset + e.cls.count)]
-            select = torch.tensor(rows, device=buf["left"].device)
+            self._select = torch.tensor(rows, device=self.buffers["left"].device)
+        valid = self._take(self.buffers["basis_valid"])
+        return [
+            (self._take(self.buffers[side]), self._take(self.buffers[f"basis_{side}"]), valid)
+            for side in ("left", "right")
+        ]
 
-            def take(x: torch.Tensor) -> torch.Tensor:
-                return x.index_select(0, select)
+    def _take(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self._select is None else x.index_select(0, self._select)
 
-            def put(x: torch.Tensor, value: torch.Tensor) -> None:
-                x.index_copy_(0, select, value)
+    def _put(self, x: torch.Tensor, value: torch.Tensor) -> None:
+        if self._select is None:
+            x.copy_(value)
+        else:
+            x.index_copy_(0, self._select, value)
 
+    def refresh(
+        self,
+        group: dict[str, Any],
+        states: list[dict[str, Any]],
+        steps: list[int],
+        decomposed: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]],
+    ) -> None:
+        """Install the new bases (and, in mode "kron", eigenvalues) of the
+        blocks due from `decomposed`, the results of ``refresh_requests``;
+        blocks whose decomposition fails keep their old ones."""
+        entries, take, put, buf = self._refreshing, self._take, self._put, self.buffers
         kron = self.mode == "kron"
         valid = take(buf["basis_valid"])
-        new, eigvals, statuses = {}, {}, []
-        for side in ("left", "right"):
-            new[side], status, eigvals[side] = _decompose(
-                take(buf[side]), take(buf[f"basis_{side}"]), valid, group["refresh"],
-                eigenvalues=kron,
-            )  # fmt: skip
-            statuses.append(status)
+        new = {"left": decomposed[0][0], "right": decomposed[1][0]}
+        eigvals = {"left": decomposed[0][2], "right": decomposed[1][2]}
+        statuses = [decomposed[0][1], decomposed[1][1]]
         status = torch.maximum(*statuses)
         ok = status == ops.ROOT_OK
         put(buf["basis_status"], status)
@@ -777,6 +789,79 @@ def _decompose(
         return basis, status, eigvals
     eigvals, basis, status = _eigh(factor)
     return basis, status, eigvals
+
+
+# (pid, workers, pool): the threads that run decompositions side by side.
+_LAPACK_POOL: tuple[int, int, ThreadPoolExecutor] | None = None
+
+
+def _lapack_pool(workers: int) -> ThreadPoolExecutor:
+    """A pool of `workers` threads, made again after a fork (a forked child
+    has none of its parent's threads) or a change of size."""
+    global _LAPACK_POOL
+    pid = os.getpid()
+    if _LAPACK_POOL is None or _LAPACK_POOL[:2] != (pid, workers):
+        if _LAPACK_POOL is not None and _LAPACK_POOL[0] == pid:
+            _LAPACK_POOL[2].shutdown(wait=False)
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="fisherprec-lapack")
+        _LAPACK_POOL = (pid, workers, pool)
+    return _LAPACK_POOL[2]
+
+
+def _decompose_all(
+    requests: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    refresh: str,
+    *,
+    eigenvalues: bool,
+    device: torch.device,
+) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+    """``_decompose`` of each (factor, old basis, valid) request.
+
+    On the CPU, when some factor has a side of at least
+    ``LAPACK_ONE_THREAD_MIN_DIM``, torch runs on one thread meanwhile
+    (``lapack_threads``: LAPACK's own threading stalls on a shared machine)
+    and the requests, cut into chunks of blocks, run side by side on as many
+    Python threads as torch had (each decomposition stays on one thread, so
+    a busy core delays only its own chunk). Each block's result does not
+    depend on the chunking (one LAPACK call per matrix, single-threaded)."""
+    largest = max(factor.shape[-1] for factor, _, _ in requests)
+    workers = torch.get_num_threads()
+    if device.type != "cpu" or largest < LAPACK_ONE_THREAD_MIN_DIM:
+        return [_decompose(f, q, v, refresh, eigenvalues=eigenvalues) for f, q, v in requests]
+    with lapack_threads(device):
+        if workers == 1:
+            return [_decompose(f, q, v, refresh, eigenvalues=eigenvalues) for f, q, v in requests]
+        # Chunks of about a worker's share of each request, the costliest first.
+        chunks = []
+        for r, (factor, _, _) in enumerate(requests):
+            k, d = factor.shape[0], factor.shape[-1]
+            parts = min(k, workers)
+            bounds = [k * i // parts for i in range(parts + 1)]
+            for a, b in itertools.pairwise(bounds):
+                chunks.append(((b - a) * d**3, r, a, b))
+        chunks.sort(key=lambda c: -c[0])
+        pool = _lapack_pool(workers)
+        futures = {
+            (r, a): pool.submit(
+                _decompose, *(x[a:b] for x in requests[r]), refresh, eigenvalues=eigenvalues
+            )
+            for _, r, a, b in chunks
+        }
+        results = []
+        for r in range(len(requests)):
+            pieces = [futures[key].result() for key in sorted(k for k in futures if k[0] == r)]
+            if len(pieces) == 1:
+                results.append(pieces[0])
+                continue
+            basis, status, eigvals = zip(*pieces, strict=True)
+            results.append(
+                (
+                    torch.cat(basis),
+                    torch.cat(status),
+                    None if eigvals[0] is None else torch.cat(eigvals),
+                )
+            )
+        return results
 
 
 def reproject_second_moment(
