@@ -594,11 +594,21 @@ class _Bucket:
         status = torch.maximum(*statuses)
         ok = status == ops.ROOT_OK
         put(buf["basis_status"], status)
-        failed = ~ok
-        start = 0
-        for e in entries:
-            states[e.j]["eig_failures"] += failed[start : start + e.cls.count].sum()
-            start += e.cls.count
+        # Where every block succeeded (the usual case) the new values go in
+        # without a select against the old ones.
+        all_ok = buf["left"].device.type != "meta" and bool(ok.all())
+
+        def keep_failed(value: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+            return (
+                value if all_ok else torch.where(ok.view(-1, *[1] * (value.dim() - 1)), value, old)
+            )
+
+        if not all_ok:
+            failed = ~ok
+            start = 0
+            for e in entries:
+                states[e.j]["eig_failures"] += failed[start : start + e.cls.count].sum()
+                start += e.cls.count
         if kron:
             # F̂'s eigenvalues a_i b_j / tr L with a, b those of L/c2, R/c2:
             # a/tr L is scale-free, so c2 enters once, through b.
@@ -616,7 +626,7 @@ class _Bucket:
             eig_left = eigvals["left"].clamp_min(0) * inv_trace[:, None]
             eig_right = eigvals["right"].clamp_min(0) / c2
             for key, value in (("eig_left", eig_left), ("eig_right", eig_right)):
-                put(buf[key], torch.where(ok[:, None], value, take(buf[key])))
+                put(buf[key], keep_failed(value, take(buf[key])))
         else:
             v_rot = take(buf["exp_avg_sq_rot"])
             moved = reproject_second_moment(
@@ -626,10 +636,9 @@ class _Bucket:
                 take(buf["basis_right"]),
                 new["right"],
             )
-            put(buf["exp_avg_sq_rot"], torch.where(ok[:, None, None], moved, v_rot))
+            put(buf["exp_avg_sq_rot"], keep_failed(moved, v_rot))
         for side in ("left", "right"):
-            basis = take(buf[f"basis_{side}"])
-            put(buf[f"basis_{side}"], torch.where(ok[:, None, None], new[side], basis))
+            put(buf[f"basis_{side}"], keep_failed(new[side], take(buf[f"basis_{side}"])))
         put(buf["basis_valid"], valid | ok)
 
     # ----------------------------------------------------------- direction
@@ -874,9 +883,9 @@ def reproject_second_moment(
     """The rotated second moment in a new basis: (O_L ∘ O_L) ṽ (O_R ∘ O_R)ᵀ with
     O = Q_newᵀ Q_old per side, the diagonal of diag(ṽ) (a diagonal second moment
     in the old basis) written in the new one. Batched over (K, ·, ·)."""
-    o_left = new_left.mT @ old_left
-    o_right = new_right.mT @ old_right
-    return o_left.square() @ v_rot @ o_right.square().mT
+    o_left = (new_left.mT @ old_left).square_()
+    o_right = (new_right.mT @ old_right).square_()
+    return o_left @ v_rot @ o_right.mT
 
 
 register(
