@@ -418,16 +418,22 @@ class KronFisher(FisherOptimizer):
                 g = [grad[j] for j in with_v]
                 torch._foreach_mul_(v, beta2)
                 torch._foreach_addcmul_(v, g, g, value=1.0 - beta2)
-                denom = torch._foreach_div(v, [1.0 - beta2 ** steps[j] for j in with_v])
+            # (the matrices' Adam steps are computed per bucket, in block layout)
+            plain = [j for j, matrix in enumerate(part.is_matrix) if not matrix]
+            if plain:
+                denom = torch._foreach_div(
+                    [states[j]["exp_avg_sq"] for j in plain],
+                    [1.0 - beta2 ** steps[j] for j in plain],
+                )
                 torch._foreach_sqrt_(denom)
                 torch._foreach_add_(denom, group["eps"])
                 step = torch._foreach_div(
-                    [moments[j] for j in with_v], [1.0 - beta1 ** steps[j] for j in with_v]
+                    [moments[j] for j in plain], [1.0 - beta1 ** steps[j] for j in plain]
                 )
                 torch._foreach_div_(step, denom)
-                for j, a in zip(with_v, step, strict=True):
+                for j, a in zip(plain, step, strict=True):
                     adam[j] = a
-            directions = [b.direction(group, states, steps, adam) for b in part.buckets]
+            directions = [b.direction(group, states, steps) for b in part.buckets]
             # θ ← θ (1 − α wd) − α D in the state's dtype (bfloat16 parameters
             # are updated in float32 and rounded once).
             targets = []
@@ -438,7 +444,6 @@ class KronFisher(FisherOptimizer):
                     p if same else p.to(part.dtype, memory_format=torch.contiguous_format)
                 )
             torch._foreach_mul_(targets, 1.0 - lr * group["weight_decay"])
-            plain = [j for j, matrix in enumerate(part.is_matrix) if not matrix]
             if plain:
                 torch._foreach_add_(
                     [targets[j] for j in plain], [adam[j] for j in plain], alpha=-lr
@@ -482,6 +487,7 @@ class _Entry(NamedTuple):
     offset: int  # its first block in the bucket
     m: int
     n: int
+    whole: bool  # the parameter is this one block (no side longer than max_dim)
 
 
 class _Bucket:
@@ -494,7 +500,12 @@ class _Bucket:
         self.keys = _BLOCK_KEYS + (_EIGEN_KEYS if mode == "eigen" else _KRON_KEYS)
         self.buffers: dict[str, torch.Tensor] = {}
         self.views: list[tuple[int, str, torch.Tensor]] = []
-        self.grad: torch.Tensor | None = None
+        self.grad: torch.Tensor | None = None  # this step's gradient blocks
+        # The parameter-space moments (exp_avg, and exp_avg_sq when kept) in
+        # block layout: when every entry is a whole parameter, its state is a
+        # view of these; otherwise they are copied in at each step.
+        self.moments: dict[str, torch.Tensor] = {}
+        self.split = any(not e.whole for e in entries)
         self._due: list[bool] = []
 
     def slices(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -517,8 +528,16 @@ class _Bucket:
                 view = buffer[e.offset : e.offset + e.cls.count]
                 states[e.j][f"{name}{e.c}"] = view
                 self.views.append((e.j, f"{name}{e.c}", view))
-        left = self.buffers["left"]
-        self.grad = left.new_empty(self.size, self.rows, self.cols)
+        self.moments = {}
+        for name in ("exp_avg", "exp_avg_sq"):
+            if self.split or name not in states[self.entries[0].j]:
+                continue
+            parts = [states[e.j][name].reshape(1, self.rows, self.cols) for e in self.entries]
+            self.moments[name] = buffer = torch.cat(parts)
+            for e in self.entries:
+                view = buffer[e.offset].view(states[e.j][name].shape)
+                states[e.j][name] = view
+                self.views.append((e.j, name, view))
 
     def bound(self, states: list[dict[str, Any]]) -> bool:
         return all(states[j].get(key) is view for j, key, view in self.views)
@@ -531,7 +550,8 @@ class _Bucket:
 
     def update_factors(self, grads: list[torch.Tensor], beta2: float) -> None:
         """L ← β2 L + (1 − β2) G Gᵀ and R ← β2 R + (1 − β2) Gᵀ G for every block."""
-        g = self.gather(self.grad, grads)
+        left = self.buffers["left"]
+        self.grad = g = self.gather(left.new_empty(self.size, self.rows, self.cols), grads)
         self.buffers["left"].baddbmm_(g, g.mT, beta=beta2, alpha=1.0 - beta2)
         self.buffers["right"].baddbmm_(g.mT, g, beta=beta2, alpha=1.0 - beta2)
 
@@ -647,7 +667,6 @@ class _Bucket:
         group: dict[str, Any],
         states: list[dict[str, Any]],
         steps: list[int],
-        adam: list[torch.Tensor | None],
     ) -> torch.Tensor:
         """The step directions D (K, rows, cols) of the bucket's blocks
         (factors, bases and the parameter-space moments already current)."""
@@ -657,11 +676,18 @@ class _Bucket:
         c2 = self._per_block([1.0 - beta2 ** steps[e.j] for e in self.entries])
         buf = self.buffers
         q_left, q_right = buf["basis_left"], buf["basis_right"]
+        moments = self.moments
+        if self.split:  # blocks of parameters cut into several: copied in
+            moments = {
+                name: self.gather(torch.empty_like(self.grad), [s[name] for s in states])
+                for name in ("exp_avg", "exp_avg_sq")
+                if name in states[self.entries[0].j]
+            }
         adam_blocks = None
-        if _needs_diag_moment(mode, group["graft"]):
-            adam_blocks = self.gather(torch.empty_like(self.grad), adam)
-        moments = self.gather(torch.empty_like(self.grad), [s["exp_avg"] for s in states])
-        m_rot = torch.bmm(torch.bmm(q_left.mT, moments), q_right)
+        if "exp_avg_sq" in moments:  # Adam's m̂/(sqrt(v̂)+ε), as for the other parameters
+            denom = (moments["exp_avg_sq"] / c2).sqrt_().add_(eps)
+            adam_blocks = (moments["exp_avg"] / c1).div_(denom)
+        m_rot = torch.bmm(torch.bmm(q_left.mT, moments["exp_avg"]), q_right)
         if mode == "eigen":
             g_rot = torch.bmm(torch.bmm(q_left.mT, self.grad), q_right)
             v_rot = buf["exp_avg_sq_rot"]
@@ -680,6 +706,7 @@ class _Bucket:
             target = torch.linalg.vector_norm(adam_blocks, dim=(1, 2), keepdim=True)
             # A zero direction stays zero; NaN/Inf still propagate (nonfinite="propagate").
             d = torch.where(norm == 0, 0.0, d * (target / norm))
+        self.grad = None
         return d
 
     def apply(self, targets: list[torch.Tensor], d: torch.Tensor, alpha: float) -> None:
@@ -722,8 +749,9 @@ class _Plan:
                 for c, cls in enumerate(layout.classes):
                     size = (cls.rows, cls.cols)
                     offset = offsets.get(size, 0)
+                    whole = cls.rows == layout.m and cls.cols == layout.n
                     by_size.setdefault(size, []).append(
-                        _Entry(j, c, cls, offset, layout.m, layout.n)
+                        _Entry(j, c, cls, offset, layout.m, layout.n, whole)
                     )
                     offsets[size] = offset + cls.count
             part_states = [states[i] for i in part.indices]
