@@ -851,6 +851,7 @@ def _decompose_all(
     *,
     eigenvalues: bool,
     device: torch.device,
+    workers: int | None = None,
 ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
     """``_decompose`` of each (factor, old basis, valid) request.
 
@@ -860,9 +861,10 @@ def _decompose_all(
     and the requests, cut into chunks of blocks, run side by side on as many
     Python threads as torch had (each decomposition stays on one thread, so
     a busy core delays only its own chunk). Each block's result does not
-    depend on the chunking (one LAPACK call per matrix, single-threaded)."""
+    depend on the chunking (one LAPACK call per matrix, single-threaded).
+    `workers` overrides that number of threads (tests)."""
     largest = max(factor.shape[-1] for factor, _, _ in requests)
-    workers = torch.get_num_threads()
+    workers = torch.get_num_threads() if workers is None else workers
     if device.type != "cpu" or largest < LAPACK_ONE_THREAD_MIN_DIM:
         return [_decompose(f, q, v, refresh, eigenvalues=eigenvalues) for f, q, v in requests]
     with lapack_threads(device):
