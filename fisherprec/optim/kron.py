@@ -373,6 +373,44 @@ class KronFisher(FisherOptimizer):
         self._plans[key] = plan
         return plan
 
+    @staticmethod
+    def _refresh(
+        group: dict[str, Any],
+        part: _Part,
+        due: list[_Bucket],
+        states: list[dict[str, Any]],
+        steps: list[int],
+    ) -> None:
+        """New bases for the blocks due in the buckets `due` of `part`: every
+        decomposition first (``_decompose_all``), then the reprojections."""
+        requests = [b.refresh_requests() for b in due]
+        decomposed = _decompose_all(
+            [r for pair in requests for r in pair],
+            group["refresh"],
+            eigenvalues=group["mode"] == "kron",
+            device=part.device,
+        )
+        for n, bucket in enumerate(due):
+            bucket.refresh(group, states, steps, decomposed[2 * n : 2 * n + 2])
+
+    def _refresh_all(self) -> None:
+        """Refresh the bases of every block that has factors, as a step due to
+        refresh does, without the rest of a step (benchmarks time it; the
+        factors of parameters without a step yet are zero: call it after one)."""
+        for group in self.param_groups:
+            params = [p for p in group["params"] if self.state.get(p)]
+            if not params:
+                continue
+            plan = self._plan(group, params)
+            steps = [int(self.state[p]["step"]) for p in params]
+            for part in plan.parts:
+                states = [self.state[params[i]] for i in part.indices]
+                part_steps = [steps[i] for i in part.indices]
+                for bucket in part.buckets:
+                    bucket.due([1] * len(part_steps), 1)  # every block is due
+                if part.buckets:
+                    self._refresh(group, part, part.buckets, states, part_steps)
+
     def _step_group(
         self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
     ) -> None:
@@ -399,15 +437,7 @@ class KronFisher(FisherOptimizer):
                 bucket.update_factors(grad, beta2)
             due = [b for b in part.buckets if b.due(steps, group["update_every"])]
             if due:
-                requests = [b.refresh_requests() for b in due]
-                decomposed = _decompose_all(
-                    [r for pair in requests for r in pair],
-                    group["refresh"],
-                    eigenvalues=group["mode"] == "kron",
-                    device=part.device,
-                )
-                for n, bucket in enumerate(due):
-                    bucket.refresh(group, states, steps, decomposed[2 * n : 2 * n + 2])
+                self._refresh(group, part, due, states, steps)
             moments = [s["exp_avg"] for s in states]
             torch._foreach_lerp_(moments, grad, 1.0 - beta1)
             # Adam's m̂/(sqrt(v̂)+ε) for the parameters that keep a second moment v.
