@@ -473,7 +473,8 @@ class KronFisher(FisherOptimizer):
                 targets.append(
                     p if same else p.to(part.dtype, memory_format=torch.contiguous_format)
                 )
-            torch._foreach_mul_(targets, 1.0 - lr * group["weight_decay"])
+            if lr * group["weight_decay"] != 0.0:
+                torch._foreach_mul_(targets, 1.0 - lr * group["weight_decay"])
             if plain:
                 torch._foreach_add_(
                     [targets[j] for j in plain], [adam[j] for j in plain], alpha=-lr
@@ -713,7 +714,7 @@ class _Bucket:
                 for name in ("exp_avg", "exp_avg_sq")
                 if name in states[self.entries[0].j]
             }
-        adam_blocks = None
+        adam_blocks = denom = None
         if "exp_avg_sq" in moments:  # Adam's m̂/(sqrt(v̂)+ε), as for the other parameters
             denom = (moments["exp_avg_sq"] / c2).sqrt_().add_(eps)
             adam_blocks = (moments["exp_avg"] / c1).div_(denom)
@@ -722,7 +723,7 @@ class _Bucket:
             g_rot = torch.bmm(torch.bmm(q_left.mT, self.grad), q_right)
             v_rot = buf["exp_avg_sq_rot"]
             v_rot.mul_(beta2).addcmul_(g_rot, g_rot, value=1.0 - beta2)
-            scaled = v_rot / c2
+            scaled = torch.div(v_rot, c2, out=g_rot)  # (g_rot is spent)
             denom = scaled.sqrt_() if power == 0.5 else scaled.pow_(power)
             d_rot = m_rot.div_(c1).div_(denom.add_(eps))
         else:
@@ -735,7 +736,11 @@ class _Bucket:
             norm = torch.linalg.vector_norm(d, dim=(1, 2), keepdim=True)
             target = torch.linalg.vector_norm(adam_blocks, dim=(1, 2), keepdim=True)
             # A zero direction stays zero; NaN/Inf still propagate (nonfinite="propagate").
-            d = torch.where(norm == 0, 0.0, d * (target / norm))
+            zero = norm == 0
+            if d.device.type == "cpu" and not bool(zero.any()):  # (no sync elsewhere)
+                d = d.mul_(target / norm) if d is not adam_blocks else d * (target / norm)
+            else:
+                d = torch.where(zero, 0.0, d * (target / norm))
         self.grad = None
         return d
 
