@@ -453,3 +453,195 @@ def test_empty_parameters_take_the_diagonal_route(generator):
     opt.step()
     assert sorted(opt.state[empty]) == ["exp_avg", "exp_avg_sq", "step"]
     assert state_bytes((0, 4)) == 4
+
+
+# ----------------------------------------------------------------- batching
+# A step groups the blocks of a param group by size across parameters
+# ("buckets"); each parameter alone forms buckets of its own blocks only.
+
+
+def _train(params, grads, **hyper):
+    opt = KronFisher(params, **hyper)
+    _train_steps(opt, params, grads)
+    return opt
+
+
+# Several parameters of one shape, odd shapes, a 1-D tensor, a conv weight, a
+# blocked matrix whose (4, 4) blocks share a bucket with a whole (4, 4) matrix.
+BATCH_SHAPES = [(6, 5), (6, 5), (5, 6), (6, 5), (9,), (3, 2, 2, 2), (8, 4), (4, 4), (4, 4), ()]
+BATCH_CONFIGS = [
+    {"mode": "eigen", "update_every": 2},
+    {"mode": "eigen", "update_every": 1, "graft": None, "power": 0.25, "maximize": True},
+    {"mode": "kron", "update_every": 3, "weight_decay": 0.1},
+    {"mode": "eigen", "update_every": 2, "refresh": "qr", "precondition_1d": True},
+]
+
+
+@pytest.mark.parametrize("config", BATCH_CONFIGS, ids=lambda c: "-".join(map(str, c.values())))
+def test_batched_step_equals_one_optimizer_per_parameter(config, generator):
+    """One optimizer over all the parameters (shared buckets) against one per
+    parameter (buckets of one tensor): the same steps, to float64 rounding
+    amplified by ε in mode "eigen" (the factors are rank-deficient early on)."""
+    hyper = {"lr": 0.05, "betas": (0.9, 0.95), "max_dim": 4} | config
+    params0 = [torch.randn(s, generator=generator, dtype=torch.float64) for s in BATCH_SHAPES]
+    grads = [[torch.randn(s, generator=generator, dtype=torch.float64) for s in BATCH_SHAPES]
+             for _ in range(7)]  # fmt: skip
+    together = [torch.nn.Parameter(p.clone()) for p in params0]
+    opt = _train(together, grads, **hyper)
+    assert opt.eig_failures == 0
+    for i, p0 in enumerate(params0):
+        alone = torch.nn.Parameter(p0.clone())
+        single = _train([alone], [[step[i]] for step in grads], **hyper)
+        _assert_steps_close(together[i].detach(), alone.detach(), p0, 1e-9)
+        for key, value in single.state[alone].items():
+            torch.testing.assert_close(opt.state[together[i]][key], value, rtol=1e-6, atol=1e-9)
+
+
+def test_batched_step_in_float32_matches_the_float64_reference(generator):
+    """Four equal square matrices in one bucket (full-rank factors from the first
+    step) and an odd one: float32 steps against the float64 reference. (With
+    ε = 1e-8 float32 rounding in ṽ is divided by ε: ε = 1e-3 keeps the
+    comparison about float32 accuracy, ~5e-4 here, as for one parameter alone.)"""
+    shapes = [(6, 6)] * 4 + [(5, 7)]
+    hyper = {"lr": 0.05, "betas": (0.9, 0.95), "eps": 1e-3, "weight_decay": 0.0,
+             "mode": "eigen", "power": 0.5, "damping": 1e-3, "max_dim": 1024,
+             "update_every": 3, "graft": "diag"}  # fmt: skip
+    params0 = [torch.randn(s, generator=generator) for s in shapes]
+    grads = [[torch.randn(s, generator=generator) for s in shapes] for _ in range(7)]
+    params = [torch.nn.Parameter(p.clone()) for p in params0]
+    _train(params, grads, refresh="eigh", **hyper)
+    for i, p0 in enumerate(params0[:4]):
+        want = kron_fisher_steps(p0, [step[i] for step in grads], **hyper)
+        _assert_steps_close(params[i].detach(), want, p0, 2e-3)
+
+
+def test_mixed_dtypes_in_one_group(generator):
+    """bfloat16 and float32 parameters share the float32 buckets; float64 ones
+    have their own; each takes the step it takes alone."""
+    shapes = [(6, 5), (6, 5), (6, 5), (7,)]
+    dtypes = [torch.float32, torch.bfloat16, torch.float64, torch.bfloat16]
+    params0 = [
+        torch.randn(s, generator=generator).to(d) for s, d in zip(shapes, dtypes, strict=True)
+    ]
+    grads = [[torch.randn(s, generator=generator).to(d) for s, d in zip(shapes, dtypes, strict=True)]
+             for _ in range(5)]  # fmt: skip
+    hyper = {"lr": 0.05, "update_every": 2}
+    together = [torch.nn.Parameter(p.clone()) for p in params0]
+    opt = _train(together, grads, **hyper)
+    for i, p0 in enumerate(params0):
+        alone = torch.nn.Parameter(p0.clone())
+        _train([alone], [[step[i]] for step in grads], **hyper)
+        assert together[i].dtype == dtypes[i]
+        assert opt.state[together[i]]["exp_avg"].dtype == (
+            torch.float64 if dtypes[i] == torch.float64 else torch.float32
+        )
+        # One bucket or several: the same float32 values, rounded once to bfloat16.
+        _assert_steps_close(together[i].detach(), alone.detach().double(), p0, 1e-5)
+
+
+def test_parameters_without_gradient_and_uneven_step_counts(generator):
+    """A parameter skipped for a few steps lags in its step count: its blocks
+    share a bucket with others that refresh at other steps (partial refreshes,
+    per-block bias corrections), and it matches an optimizer of its own."""
+    shapes = [(5, 5), (5, 5), (5, 5)]
+    params0 = [torch.randn(s, generator=generator, dtype=torch.float64) for s in shapes]
+    grads = [[torch.randn(s, generator=generator, dtype=torch.float64) for s in shapes]
+             for _ in range(9)]  # fmt: skip
+    skip = {1: {2, 3}, 2: {0}}  # parameter -> steps without a gradient
+    for mode in ("eigen", "kron"):
+        hyper = {"lr": 0.05, "update_every": 3, "mode": mode}
+        together = [torch.nn.Parameter(p.clone()) for p in params0]
+        opt = KronFisher(together, **hyper)
+        for t, step in enumerate(grads):
+            for i, (p, g) in enumerate(zip(together, step, strict=True)):
+                p.grad = None if t in skip.get(i, ()) else g.clone()
+            opt.step()
+        assert [int(opt.state[p]["step"]) for p in together] == [9, 7, 8]
+        for i, p0 in enumerate(params0):
+            alone = torch.nn.Parameter(p0.clone())
+            mine = [[step[i]] for t, step in enumerate(grads) if t not in skip.get(i, ())]
+            _train([alone], mine, **hyper)
+            rtol = 1e-9 if mode == "kron" else 1e-6  # (ε: see test_steps_match_float64_reference)
+            _assert_steps_close(together[i].detach(), alone.detach(), p0, rtol)
+
+
+def test_state_tensors_replaced_or_edited_between_steps(generator):
+    """The state stays the state: a tensor replaced by the caller is used (the
+    step rebinds its buckets) and in-place edits are seen, exactly as by an
+    optimizer that holds the same state without batching (one per parameter)."""
+    p0 = [torch.randn(6, 5, generator=generator, dtype=torch.float64) for _ in range(2)]
+    grads = [[torch.randn(6, 5, generator=generator, dtype=torch.float64) for _ in range(2)]
+             for _ in range(6)]  # fmt: skip
+
+    def run(edit: bool, alone: bool) -> list[torch.Tensor]:
+        params = [torch.nn.Parameter(p.clone()) for p in p0]
+        opts = [KronFisher([p], lr=0.05, update_every=2) for p in params] if alone else [
+            KronFisher(params, lr=0.05, update_every=2)]  # fmt: skip
+        state = {p: o.state[p] for o in opts for p in o.param_groups[0]["params"]}
+        for t, step in enumerate(grads):
+            for p, g in zip(params, step, strict=True):
+                p.grad = g.clone()
+            for o in opts:
+                o.step()
+            if edit and t == 1:  # replace: fresh tensors with other values
+                state[params[0]]["exp_avg"] = state[params[0]]["exp_avg"] * 0.5
+                state[params[0]]["left0"] = state[params[0]]["left0"].clone() * 2.0
+            if edit and t == 3:  # edit in place
+                state[params[1]]["exp_avg_sq_rot0"].mul_(3.0)
+                state[params[1]]["exp_avg"].zero_()
+        return [p.detach() for p in params]
+
+    edited, reference, unedited = run(True, False), run(True, True), run(False, False)
+    for a, b, c in zip(edited, reference, unedited, strict=True):
+        _assert_steps_close(a, b, p0[0], 1e-6)  # mode "eigen": ε, as above
+        assert not torch.allclose(a, c)
+
+
+def test_non_contiguous_parameter(generator):
+    base = torch.randn(5, 7, generator=generator, dtype=torch.float64)
+    strided = torch.nn.Parameter(base.t())  # (7, 5), not contiguous
+    plain = torch.nn.Parameter(base.t().contiguous())
+    assert not strided.is_contiguous()
+    grads = [torch.randn(7, 5, generator=generator, dtype=torch.float64) for _ in range(4)]
+    for p in (strided, plain):
+        opt = KronFisher([p], lr=0.05, update_every=2)
+        for g in grads:
+            p.grad = g.clone()
+            opt.step()
+    assert torch.equal(strided.detach(), plain.detach())
+
+
+@pytest.mark.parametrize("refresh", ["eigh", "qr"])
+def test_parallel_decompositions_equal_serial_ones(refresh, generator):
+    """Large factors decompose on several Python threads (torch on one thread
+    meanwhile): the same bits as one decomposition after another on one
+    thread, and the thread count comes back."""
+    from fisherprec.fisher.kron import lapack_threads
+    from fisherprec.optim import kron
+
+    d = kron.LAPACK_ONE_THREAD_MIN_DIM
+    x = torch.randn(3, d, 2 * d, generator=generator)
+    factors = x @ x.mT / d
+    old = torch.linalg.qr(torch.randn(3, d, d, generator=generator))[0]
+    valid = torch.tensor([True, False, True])
+    requests = [(factors, old, valid), (factors[:1] * 2, old[:1], valid[:1])]
+    with lapack_threads(factors.device):
+        serial = [kron._decompose(f, q, v, refresh, eigenvalues=True) for f, q, v in requests]
+    threads = torch.get_num_threads()
+    parallel = kron._decompose_all(
+        requests, refresh, eigenvalues=True, device=factors.device, workers=2
+    )
+    assert torch.get_num_threads() == threads
+    for got, want in zip(parallel, serial, strict=True):
+        for a, b in zip(got, want, strict=True):
+            assert torch.equal(a, b)
+
+
+def test_the_decomposition_pool_is_made_again_after_a_fork(monkeypatch):
+    from fisherprec.optim import kron
+
+    pool = kron._lapack_pool(2)
+    assert kron._lapack_pool(2) is pool
+    monkeypatch.setattr(kron.os, "getpid", lambda: -1)  # as in a forked child
+    other = kron._lapack_pool(2)
+    assert other is not pool and other.submit(lambda: 3).result() == 3

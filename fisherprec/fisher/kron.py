@@ -161,6 +161,18 @@ def lapack_threads(device: torch.device) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+def _finite_per_matrix(x: torch.Tensor) -> torch.Tensor:
+    """(K,) bool: whether every entry of x[k] is finite. A sum per matrix
+    decides in one pass (NaN and ±Inf make it non-finite); only when some sum
+    is not finite (a non-finite entry, or finite entries that overflow) are
+    those entries checked one by one."""
+    flat = x.flatten(1)
+    finite = torch.isfinite(flat.sum(dim=1))
+    if x.device.type != "meta" and not bool(finite.all()):
+        finite = torch.isfinite(flat).all(dim=1)
+    return finite
+
+
 def safe_eigh(matrices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Eigen-decompositions of a (K, d, d) batch of symmetric matrices, one
     outcome per matrix instead of one exception for the batch.
@@ -171,11 +183,14 @@ def safe_eigh(matrices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch
     LAPACK fails on it; ``ops.ROOT_NONFINITE_OUTPUT``. Failed entries hold NaN.
     Runs in the dtype of `matrices` (the callers pass float64)."""
     k, d = matrices.shape[0], matrices.shape[-1]
-    status = torch.full((k,), ops.ROOT_OK, dtype=torch.int32, device=matrices.device)
-    finite = torch.isfinite(matrices).flatten(1).all(dim=1)
-    status[~finite] = ops.ROOT_NONFINITE_INPUT
-    eye = torch.eye(d, dtype=matrices.dtype, device=matrices.device)
-    sym = torch.where(finite[:, None, None], (matrices + matrices.mT) * 0.5, eye)
+    meta = matrices.device.type == "meta"
+    ok = torch.tensor(ops.ROOT_OK, dtype=torch.int32, device=matrices.device)
+    finite = _finite_per_matrix(matrices)
+    status = torch.where(finite, ok, ops.ROOT_NONFINITE_INPUT).to(torch.int32)
+    sym = torch.add(matrices, matrices.mT).mul_(0.5)
+    if meta or not bool(finite.all()):
+        eye = torch.eye(d, dtype=matrices.dtype, device=matrices.device)
+        sym = torch.where(finite[:, None, None], sym, eye)
     try:
         eigvals, eigvecs = torch.linalg.eigh(sym)
     except RuntimeError:  # LAPACK failed on some matrix: find which, one at a time
@@ -186,11 +201,12 @@ def safe_eigh(matrices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch
                 eigvals[i], eigvecs[i] = torch.linalg.eigh(sym[i])
             except RuntimeError:
                 status[i] = ops.ROOT_NO_CONVERGENCE
-    good_output = torch.isfinite(eigvals).all(dim=1) & torch.isfinite(eigvecs).flatten(1).all(dim=1)
-    status[(status == ops.ROOT_OK) & ~good_output] = ops.ROOT_NONFINITE_OUTPUT
+    good_output = _finite_per_matrix(eigvals) & _finite_per_matrix(eigvecs)
+    status = torch.where((status == ops.ROOT_OK) & ~good_output, ops.ROOT_NONFINITE_OUTPUT, status)
     failed = status != ops.ROOT_OK
-    eigvals = eigvals.masked_fill(failed[:, None], math.nan)
-    eigvecs = eigvecs.masked_fill(failed[:, None, None], math.nan)
+    if meta or bool(failed.any()):
+        eigvals = eigvals.masked_fill(failed[:, None], math.nan)
+        eigvecs = eigvecs.masked_fill(failed[:, None, None], math.nan)
     return eigvals, eigvecs, status
 
 

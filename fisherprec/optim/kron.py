@@ -5,15 +5,23 @@ in the factors' eigenbasis (``mode="eigen"``, the default; EKFAC / SOAP)."""
 
 from __future__ import annotations
 
-import contextlib
+import itertools
 import math
+import os
 from collections.abc import Iterable, Sequence
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NamedTuple
 
 import torch
 
 from fisherprec import ops
-from fisherprec.fisher.kron import KronLayout, check_max_dim, lapack_threads, safe_eigh
+from fisherprec.fisher.kron import (
+    BlockClass,
+    KronLayout,
+    check_max_dim,
+    lapack_threads,
+    safe_eigh,
+)
 from fisherprec.optim._base import (
     FisherOptimizer,
     check_betas,
@@ -228,6 +236,7 @@ class KronFisher(FisherOptimizer):
             "nonfinite": nonfinite,
         }
         self._layouts: dict[tuple[tuple[int, ...], int], KronLayout] = {}
+        self._plans: dict[tuple, _Plan] = {}
         super().__init__(params, defaults)
 
     @classmethod
@@ -259,6 +268,7 @@ class KronFisher(FisherOptimizer):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self.__dict__.setdefault("_layouts", {})
+        self.__dict__.setdefault("_plans", {})
 
     @property
     def eig_failures(self) -> int:
@@ -342,159 +352,467 @@ class KronFisher(FisherOptimizer):
                             f"expected {dtype}"
                         )
                 index += 1
+        # The loaded tensors are no bucket's views: the next step rebinds them.
+        # (A new dict: a failed load restores the old attributes, plans included.)
+        self._plans = {}
 
     # ---------------------------------------------------------------- step
+    def _plan(self, group: dict[str, Any], params: list[torch.Tensor]) -> _Plan:
+        """The group's batching (``_Plan``): cached while every state tensor it
+        made a view of is still in place; rebuilt (one copy of the state) on
+        the first step, after a checkpoint is loaded, when the set of
+        parameters with gradients changes, or when a state entry was replaced."""
+        key = (id(group), tuple(id(p) for p in params), group["mode"], group["max_dim"],
+               group["precondition_1d"])  # fmt: skip
+        plan = self._plans.get(key)
+        if plan is not None and plan.bound(self.state):
+            return plan
+        if len(self._plans) >= 8:  # gradient sets that keep changing: keep the cache small
+            self._plans.clear()
+        plan = _Plan(self, group, params)
+        self._plans[key] = plan
+        return plan
+
+    @staticmethod
+    def _refresh(
+        group: dict[str, Any],
+        part: _Part,
+        due: list[_Bucket],
+        states: list[dict[str, Any]],
+        steps: list[int],
+    ) -> None:
+        """New bases for the blocks due in the buckets `due` of `part`: every
+        decomposition first (``_decompose_all``), then the reprojections."""
+        requests = [b.refresh_requests() for b in due]
+        decomposed = _decompose_all(
+            [r for pair in requests for r in pair],
+            group["refresh"],
+            eigenvalues=group["mode"] == "kron",
+            device=part.device,
+        )
+        for n, bucket in enumerate(due):
+            bucket.refresh(group, states, steps, decomposed[2 * n : 2 * n + 2])
+
+    def _refresh_all(self) -> None:
+        """Refresh the bases of every block that has factors, as a step due to
+        refresh does, without the rest of a step (benchmarks time it; the
+        factors of parameters without a step yet are zero: call it after one)."""
+        for group in self.param_groups:
+            params = [p for p in group["params"] if self.state.get(p)]
+            if not params:
+                continue
+            plan = self._plan(group, params)
+            steps = [int(self.state[p]["step"]) for p in params]
+            for part in plan.parts:
+                states = [self.state[params[i]] for i in part.indices]
+                part_steps = [steps[i] for i in part.indices]
+                for bucket in part.buckets:
+                    bucket.due([1] * len(part_steps), 1)  # every block is due
+                if part.buckets:
+                    self._refresh(group, part, part.buckets, states, part_steps)
+
     def _step_group(
         self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
     ) -> None:
-        # Three passes: factor updates (GEMMs on every thread), the refreshes due
-        # this step (LAPACK, on one thread where that pays: see lapack_threads),
-        # then the directions and the parameter updates.
-        work = []
-        for p, g in zip(params, grads, strict=True):
-            state = self._init_state(group, p)
-            state["step"] += 1
-            t = int(state["step"])
-            grad = g.to(state["exp_avg"].dtype)
-            if group["maximize"]:
-                grad = -grad
-            layout = None
-            if _is_matrix(p.shape, group["precondition_1d"]):
-                layout = self._layout(p.shape, group["max_dim"])
-                self._update_factors(group, layout, grad, state)
-            work.append((p, grad, state, t, layout))
-        due = [w for w in work if w[4] is not None and (w[3] - 1) % group["update_every"] == 0]
-        if due:
-            largest = max(max(c.rows, c.cols) for w in due for c in w[4].classes)
-            one_thread = largest >= LAPACK_ONE_THREAD_MIN_DIM
-            with lapack_threads(due[0][0].device) if one_thread else contextlib.nullcontext():
-                for _, _, state, _, layout in due:
-                    self._refresh(group, layout, state)
+        # Parameter-space work (moments, Adam's step, the update) runs as
+        # multi-tensor ops over the group; block work (factor EMAs, refreshes,
+        # rotations) as batched ops per bucket of equal-size blocks. Order: factor
+        # updates (GEMMs on every thread), the decompositions due this step
+        # (LAPACK: see _decompose_all), the rest of the refreshes, then the
+        # directions and the parameter updates.
+        for p in params:
+            self._init_state(group, p)
+        plan = self._plan(group, params)
+        all_steps = plan.increment_steps()
+        beta1, beta2 = group["betas"]
         lr = float(group["lr"])
-        for p, grad, state, t, layout in work:
-            if layout is not None:
-                update = self._matrix_direction(group, layout, grad, state, t)
-            else:
-                update = self._adam_direction(group, grad, state, t)
-            target = p if p.dtype == grad.dtype else p.to(grad.dtype)
-            target.mul_(1.0 - lr * group["weight_decay"]).add_(update, alpha=-lr)
-            if target is not p:
-                p.copy_(target)
+        for part in plan.parts:
+            states = [self.state[params[i]] for i in part.indices]
+            steps = [all_steps[i] for i in part.indices]
+            grad = [grads[i] for i in part.indices]
+            grad = [g if g.dtype == part.dtype else g.to(part.dtype) for g in grad]
+            if group["maximize"]:
+                grad = torch._foreach_neg(grad)
+            for bucket in part.buckets:
+                bucket.update_factors(grad, beta2)
+            due = [b for b in part.buckets if b.due(steps, group["update_every"])]
+            if due:
+                self._refresh(group, part, due, states, steps)
+            moments = [s["exp_avg"] for s in states]
+            torch._foreach_lerp_(moments, grad, 1.0 - beta1)
+            # Adam's m̂/(sqrt(v̂)+ε) for the parameters that keep a second moment v.
+            adam: list[torch.Tensor | None] = [None] * len(states)
+            with_v = [j for j, s in enumerate(states) if "exp_avg_sq" in s]
+            if with_v:
+                v = [states[j]["exp_avg_sq"] for j in with_v]
+                g = [grad[j] for j in with_v]
+                torch._foreach_mul_(v, beta2)
+                torch._foreach_addcmul_(v, g, g, value=1.0 - beta2)
+            # (the matrices' Adam steps are computed per bucket, in block layout)
+            plain = [j for j, matrix in enumerate(part.is_matrix) if not matrix]
+            if plain:
+                denom = torch._foreach_div(
+                    [states[j]["exp_avg_sq"] for j in plain],
+                    [1.0 - beta2 ** steps[j] for j in plain],
+                )
+                torch._foreach_sqrt_(denom)
+                torch._foreach_add_(denom, group["eps"])
+                step = torch._foreach_div(
+                    [moments[j] for j in plain], [1.0 - beta1 ** steps[j] for j in plain]
+                )
+                torch._foreach_div_(step, denom)
+                for j, a in zip(plain, step, strict=True):
+                    adam[j] = a
+            directions = [b.direction(group, states, steps) for b in part.buckets]
+            # θ ← θ (1 − α wd) − α D in the state's dtype (bfloat16 parameters
+            # are updated in float32 and rounded once).
+            targets = []
+            for i in part.indices:
+                p = params[i]
+                same = p.dtype == part.dtype and p.is_contiguous()
+                targets.append(
+                    p if same else p.to(part.dtype, memory_format=torch.contiguous_format)
+                )
+            if lr * group["weight_decay"] != 0.0:
+                torch._foreach_mul_(targets, 1.0 - lr * group["weight_decay"])
+            if plain:
+                torch._foreach_add_(
+                    [targets[j] for j in plain], [adam[j] for j in plain], alpha=-lr
+                )
+            for bucket, d in zip(part.buckets, directions, strict=True):
+                bucket.apply(targets, d, -lr)
+            for i, target in zip(part.indices, targets, strict=True):
+                if target is not params[i]:
+                    params[i].copy_(target)
 
-    @staticmethod
-    def _update_factors(
-        group: dict[str, Any], layout: KronLayout, grad: torch.Tensor, state: dict[str, Any]
-    ) -> None:
+
+# ------------------------------------------------------------------ batching
+# A step groups the blocks of a param group by (device, dtype, rows, cols): the
+# GPT task's four (384, 128) qkv weights are one bucket of four blocks, so each
+# product, EMA and decomposition is one batched call per bucket instead of one
+# per parameter. The per-block state tensors stay where checkpoints expect them
+# (``state[p]["left0"]`` and so on, same shapes and dtypes): they are views of
+# the bucket's stacked buffers, rebound (one copy) when they no longer are.
+
+_EIGEN_KEYS = ("exp_avg_sq_rot",)
+_KRON_KEYS = ("eig_left", "eig_right")
+_BLOCK_KEYS = ("left", "right", "basis_left", "basis_right", "basis_status", "basis_valid")
+
+
+def _tiles(x: torch.Tensor, m: int, n: int, cls: BlockClass) -> torch.Tensor:
+    """The blocks of class `cls` of `x` (its matrix view m × n) as a
+    (row_blocks, col_blocks, rows, cols) view (of a copy when `x` is not
+    contiguous: read it, do not write it)."""
+    region = x.reshape(m, n)[cls.row_start : cls.row_stop, cls.col_start : cls.col_stop]
+    return (
+        region.unflatten(0, (cls.row_blocks, cls.rows))
+        .unflatten(2, (cls.col_blocks, cls.cols))
+        .permute(0, 2, 1, 3)
+    )
+
+
+class _Entry(NamedTuple):
+    j: int  # the parameter's index in its part
+    c: int  # the class's index in the parameter's layout
+    cls: BlockClass
+    offset: int  # its first block in the bucket
+    m: int
+    n: int
+    whole: bool  # the parameter is this one block (no side longer than max_dim)
+
+
+class _Bucket:
+    """The blocks of one size rows × cols (one device and dtype) across the
+    parameters of a part: stacked per-block state (K, ·, ·) and the products."""
+
+    def __init__(self, mode: str, rows: int, cols: int, entries: list[_Entry]) -> None:
+        self.mode, self.rows, self.cols, self.entries = mode, rows, cols, entries
+        self.size = sum(e.cls.count for e in entries)
+        self.keys = _BLOCK_KEYS + (_EIGEN_KEYS if mode == "eigen" else _KRON_KEYS)
+        self.buffers: dict[str, torch.Tensor] = {}
+        self.views: list[tuple[int, str, torch.Tensor]] = []
+        self.grad: torch.Tensor | None = None  # this step's gradient blocks
+        # The parameter-space moments (exp_avg, and exp_avg_sq when kept) in
+        # block layout: when every entry is a whole parameter, its state is a
+        # view of these; otherwise they are copied in at each step.
+        self.moments: dict[str, torch.Tensor] = {}
+        self.split = any(not e.whole for e in entries)
+        self._due: list[bool] = []
+
+    def slices(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each entry's (row_blocks, col_blocks, rows, cols) part of a (K, rows, cols) `x`."""
+        return [
+            x[e.offset : e.offset + e.cls.count].view(
+                e.cls.row_blocks, e.cls.col_blocks, self.rows, self.cols
+            )
+            for e in self.entries
+        ]
+
+    def bind(self, states: list[dict[str, Any]]) -> None:
+        """Stack the entries' per-block state; make each state tensor a view of it."""
+        self.buffers, self.views = {}, []
+        for name in self.keys:
+            parts = [states[e.j][f"{name}{e.c}"] for e in self.entries]
+            buffer = parts[0].clone() if len(parts) == 1 else torch.cat(parts)
+            self.buffers[name] = buffer
+            for e in self.entries:
+                view = buffer[e.offset : e.offset + e.cls.count]
+                states[e.j][f"{name}{e.c}"] = view
+                self.views.append((e.j, f"{name}{e.c}", view))
+        self.moments = {}
+        for name in ("exp_avg", "exp_avg_sq"):
+            if self.split or name not in states[self.entries[0].j]:
+                continue
+            parts = [states[e.j][name].reshape(1, self.rows, self.cols) for e in self.entries]
+            self.moments[name] = buffer = torch.cat(parts)
+            for e in self.entries:
+                view = buffer[e.offset].view(states[e.j][name].shape)
+                states[e.j][name] = view
+                self.views.append((e.j, name, view))
+
+    def bound(self, states: list[dict[str, Any]]) -> bool:
+        return all(states[j].get(key) is view for j, key, view in self.views)
+
+    def gather(self, out: torch.Tensor, tensors: list[torch.Tensor]) -> torch.Tensor:
+        """Copy each entry's blocks of its parameter-shaped tensor into `out` (K, rows, cols)."""
+        sources = [_tiles(tensors[e.j], e.m, e.n, e.cls) for e in self.entries]
+        torch._foreach_copy_(self.slices(out), sources)
+        return out
+
+    def update_factors(self, grads: list[torch.Tensor], beta2: float) -> None:
         """L ← β2 L + (1 − β2) G Gᵀ and R ← β2 R + (1 − β2) Gᵀ G for every block."""
-        beta2 = group["betas"][1]
-        for c, gb in enumerate(b[0] for b in layout.blocks(grad.reshape(1, -1))):
-            state[f"left{c}"].baddbmm_(gb, gb.mT, beta=beta2, alpha=1.0 - beta2)
-            state[f"right{c}"].baddbmm_(gb.mT, gb, beta=beta2, alpha=1.0 - beta2)
+        left = self.buffers["left"]
+        self.grad = g = self.gather(left.new_empty(self.size, self.rows, self.cols), grads)
+        self.buffers["left"].baddbmm_(g, g.mT, beta=beta2, alpha=1.0 - beta2)
+        self.buffers["right"].baddbmm_(g.mT, g, beta=beta2, alpha=1.0 - beta2)
 
-    @staticmethod
-    def _adam_direction(
-        group: dict[str, Any], grad: torch.Tensor, state: dict[str, Any], t: int
-    ) -> torch.Tensor:
-        """AdamW's m̂/(sqrt(v̂)+ε), updating m and v."""
-        beta1, beta2 = group["betas"]
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        m.lerp_(grad, 1.0 - beta1)
-        v.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
-        denom = (v / (1.0 - beta2**t)).sqrt_().add_(group["eps"])
-        return (m / (1.0 - beta1**t)).div_(denom)
+    def due(self, steps: list[int], update_every: int) -> bool:
+        self._due = [(steps[e.j] - 1) % update_every == 0 for e in self.entries]
+        return any(self._due)
 
-    def _matrix_direction(
-        self,
-        group: dict[str, Any],
-        layout: KronLayout,
-        grad: torch.Tensor,
-        state: dict[str, Any],
-        t: int,
-    ) -> torch.Tensor:
-        """The step direction D of a matrix parameter (factors and bases already current)."""
-        beta1, beta2 = group["betas"]
-        mode, power, eps = group["mode"], group["power"], group["eps"]
-        c1, c2 = 1.0 - beta1**t, 1.0 - beta2**t
-        grad_blocks = [b[0] for b in layout.blocks(grad.reshape(1, -1))]
-        m = state["exp_avg"]
-        m.lerp_(grad, 1.0 - beta1)
-        adam_blocks = None
-        if _needs_diag_moment(mode, group["graft"]):
-            v = state["exp_avg_sq"]
-            v.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
-            adam = (m / c1).div_((v / c2).sqrt_().add_(eps))
-            adam_blocks = [b[0] for b in layout.blocks(adam.reshape(1, -1))]
-        m_blocks = [b[0] for b in layout.blocks(m.reshape(1, -1))]
-        directions = []
-        for c, (gb, mb) in enumerate(zip(grad_blocks, m_blocks, strict=True)):
-            q_left, q_right = state[f"basis_left{c}"], state[f"basis_right{c}"]
-            m_rot = q_left.mT @ mb @ q_right
-            if mode == "eigen":
-                g_rot = q_left.mT @ gb @ q_right
-                v_rot = state[f"exp_avg_sq_rot{c}"]
-                v_rot.mul_(beta2).addcmul_(g_rot, g_rot, value=1.0 - beta2)
-                scaled = v_rot / c2
-                denom = scaled.sqrt_() if power == 0.5 else scaled.pow_(power)
-                d_rot = m_rot.div_(c1).div_(denom.add_(eps))
-            else:
-                fisher = state[f"eig_left{c}"][:, :, None] * state[f"eig_right{c}"][:, None, :]
-                d_rot = m_rot.div_(c1).mul_(fisher.add_(group["damping"]).pow_(-power))
-            d = q_left @ d_rot @ q_right.mT
-            if mode == "kron":  # no decomposition yet: Adam's step
-                d = torch.where(state[f"basis_valid{c}"][:, None, None], d, adam_blocks[c])
-            if group["graft"] == "diag":
-                norm = torch.linalg.vector_norm(d, dim=(1, 2), keepdim=True)
-                target = torch.linalg.vector_norm(adam_blocks[c], dim=(1, 2), keepdim=True)
-                # A zero direction stays zero; NaN/Inf still propagate (nonfinite="propagate").
-                d = torch.where(norm == 0, 0.0, d * (target / norm))
-            directions.append(d[None])
-        return layout.unblocks(directions).reshape(grad.shape)
+    def _per_block(self, values: list[float]) -> float | torch.Tensor:
+        """One number per entry → a scalar when all agree, else (K, 1, 1)."""
+        if all(v == values[0] for v in values):
+            return values[0]
+        per_block = [
+            v for e, v in zip(self.entries, values, strict=True) for _ in range(e.cls.count)
+        ]
+        left = self.buffers["left"]
+        return torch.tensor(per_block, dtype=left.dtype, device=left.device)[:, None, None]
 
     # ------------------------------------------------------------- refresh
-    def _refresh(self, group: dict[str, Any], layout: KronLayout, state: dict[str, Any]) -> None:
-        """New bases (and, in mode "kron", eigenvalues) for every block of a
-        parameter; blocks whose decomposition fails keep their old ones. Runs
-        in the state's dtype (float32 for float32/bfloat16 parameters: eigh is
-        ~8× faster than in float64 at d = 1024 here; a float32 eigh that does
-        not converge is retried in float64)."""
-        kron = group["mode"] == "kron"
-        for c in range(len(layout.classes)):
-            valid = state[f"basis_valid{c}"]
-            new, eigvals, statuses = {}, {}, []
-            for side in ("left", "right"):
-                factor, old = state[f"{side}{c}"], state[f"basis_{side}{c}"]
-                new[side], status, eigvals[side] = _decompose(
-                    factor, old, valid, group["refresh"], eigenvalues=kron
-                )
-                statuses.append(status)
-            status = torch.maximum(*statuses)
-            ok = status == ops.ROOT_OK
-            state[f"basis_status{c}"].copy_(status)
-            state["eig_failures"] += (~ok).sum()
-            if kron:
-                # F̂'s eigenvalues a_i b_j / tr L with a, b those of L/c2, R/c2:
-                # a/tr L is scale-free, so c2 enters once, through b.
-                trace = state[f"left{c}"].diagonal(dim1=1, dim2=2).sum(dim=1)
-                inv_trace = torch.where(trace > 0, 1.0 / trace, 0.0)
-                c2 = 1.0 - group["betas"][1] ** int(state["step"])
-                eig_left = eigvals["left"].clamp_min(0) * inv_trace[:, None]
-                eig_right = eigvals["right"].clamp_min(0) / c2
-                for key, value in ((f"eig_left{c}", eig_left), (f"eig_right{c}", eig_right)):
-                    state[key].copy_(torch.where(ok[:, None], value, state[key]))
+    def refresh_requests(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """The decompositions a refresh of the blocks due needs: (factor, old
+        basis, valid) for the left then the right side (see ``_decompose``)."""
+        entries = [e for e, d in zip(self.entries, self._due, strict=True) if d]
+        self._refreshing = entries
+        if len(entries) == len(self.entries):
+            self._select = None
+        else:
+            rows = [i for e in entries for i in range(e.offset, e.offset + e.cls.count)]
+            self._select = torch.tensor(rows, device=self.buffers["left"].device)
+        valid = self._take(self.buffers["basis_valid"])
+        return [
+            (self._take(self.buffers[side]), self._take(self.buffers[f"basis_{side}"]), valid)
+            for side in ("left", "right")
+        ]
+
+    def _take(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self._select is None else x.index_select(0, self._select)
+
+    def _put(self, x: torch.Tensor, value: torch.Tensor) -> None:
+        if self._select is None:
+            x.copy_(value)
+        else:
+            x.index_copy_(0, self._select, value)
+
+    def refresh(
+        self,
+        group: dict[str, Any],
+        states: list[dict[str, Any]],
+        steps: list[int],
+        decomposed: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]],
+    ) -> None:
+        """Install the new bases (and, in mode "kron", eigenvalues) of the
+        blocks due from `decomposed`, the results of ``refresh_requests``;
+        blocks whose decomposition fails keep their old ones."""
+        entries, take, put, buf = self._refreshing, self._take, self._put, self.buffers
+        kron = self.mode == "kron"
+        valid = take(buf["basis_valid"])
+        new = {"left": decomposed[0][0], "right": decomposed[1][0]}
+        eigvals = {"left": decomposed[0][2], "right": decomposed[1][2]}
+        statuses = [decomposed[0][1], decomposed[1][1]]
+        status = torch.maximum(*statuses)
+        ok = status == ops.ROOT_OK
+        put(buf["basis_status"], status)
+        # Where every block succeeded (the usual case) the new values go in
+        # without a select against the old ones.
+        all_ok = buf["left"].device.type != "meta" and bool(ok.all())
+
+        def keep_failed(value: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+            return (
+                value if all_ok else torch.where(ok.view(-1, *[1] * (value.dim() - 1)), value, old)
+            )
+
+        if not all_ok:
+            failed = ~ok
+            start = 0
+            for e in entries:
+                states[e.j]["eig_failures"] += failed[start : start + e.cls.count].sum()
+                start += e.cls.count
+        if kron:
+            # F̂'s eigenvalues a_i b_j / tr L with a, b those of L/c2, R/c2:
+            # a/tr L is scale-free, so c2 enters once, through b.
+            trace = take(buf["left"]).diagonal(dim1=1, dim2=2).sum(dim=1)
+            inv_trace = torch.where(trace > 0, 1.0 / trace, 0.0)
+            beta2 = group["betas"][1]
+            c2s = [1.0 - beta2 ** steps[e.j] for e in entries]
+            if all(c == c2s[0] for c in c2s):
+                c2: float | torch.Tensor = c2s[0]
             else:
-                v_rot = state[f"exp_avg_sq_rot{c}"]
-                moved = reproject_second_moment(
-                    v_rot,
-                    state[f"basis_left{c}"],
-                    new["left"],
-                    state[f"basis_right{c}"],
-                    new["right"],
-                )
-                v_rot.copy_(torch.where(ok[:, None, None], moved, v_rot))
-            for side in ("left", "right"):
-                basis = state[f"basis_{side}{c}"]
-                basis.copy_(torch.where(ok[:, None, None], new[side], basis))
-            valid |= ok
+                c2 = torch.tensor(
+                    [c for e, c in zip(entries, c2s, strict=True) for _ in range(e.cls.count)],
+                    dtype=trace.dtype, device=trace.device,
+                )[:, None]  # fmt: skip
+            eig_left = eigvals["left"].clamp_min(0) * inv_trace[:, None]
+            eig_right = eigvals["right"].clamp_min(0) / c2
+            for key, value in (("eig_left", eig_left), ("eig_right", eig_right)):
+                put(buf[key], keep_failed(value, take(buf[key])))
+        else:
+            v_rot = take(buf["exp_avg_sq_rot"])
+            moved = reproject_second_moment(
+                v_rot,
+                take(buf["basis_left"]),
+                new["left"],
+                take(buf["basis_right"]),
+                new["right"],
+            )
+            put(buf["exp_avg_sq_rot"], keep_failed(moved, v_rot))
+        for side in ("left", "right"):
+            put(buf[f"basis_{side}"], keep_failed(new[side], take(buf[f"basis_{side}"])))
+        put(buf["basis_valid"], valid | ok)
+
+    # ----------------------------------------------------------- direction
+    def direction(
+        self,
+        group: dict[str, Any],
+        states: list[dict[str, Any]],
+        steps: list[int],
+    ) -> torch.Tensor:
+        """The step directions D (K, rows, cols) of the bucket's blocks
+        (factors, bases and the parameter-space moments already current)."""
+        beta1, beta2 = group["betas"]
+        mode, power, eps = self.mode, group["power"], group["eps"]
+        c1 = self._per_block([1.0 - beta1 ** steps[e.j] for e in self.entries])
+        c2 = self._per_block([1.0 - beta2 ** steps[e.j] for e in self.entries])
+        buf = self.buffers
+        q_left, q_right = buf["basis_left"], buf["basis_right"]
+        moments = self.moments
+        if self.split:  # blocks of parameters cut into several: copied in
+            moments = {
+                name: self.gather(torch.empty_like(self.grad), [s[name] for s in states])
+                for name in ("exp_avg", "exp_avg_sq")
+                if name in states[self.entries[0].j]
+            }
+        adam_blocks = denom = None
+        if "exp_avg_sq" in moments:  # Adam's m̂/(sqrt(v̂)+ε), as for the other parameters
+            denom = (moments["exp_avg_sq"] / c2).sqrt_().add_(eps)
+            adam_blocks = (moments["exp_avg"] / c1).div_(denom)
+        m_rot = torch.bmm(torch.bmm(q_left.mT, moments["exp_avg"]), q_right)
+        if mode == "eigen":
+            g_rot = torch.bmm(torch.bmm(q_left.mT, self.grad), q_right)
+            v_rot = buf["exp_avg_sq_rot"]
+            v_rot.mul_(beta2).addcmul_(g_rot, g_rot, value=1.0 - beta2)
+            scaled = torch.div(v_rot, c2, out=g_rot)  # (g_rot is spent)
+            denom = scaled.sqrt_() if power == 0.5 else scaled.pow_(power)
+            d_rot = m_rot.div_(c1).div_(denom.add_(eps))
+        else:
+            fisher = buf["eig_left"][:, :, None] * buf["eig_right"][:, None, :]
+            d_rot = m_rot.div_(c1).mul_(fisher.add_(group["damping"]).pow_(-power))
+        d = torch.bmm(torch.bmm(q_left, d_rot), q_right.mT)
+        if mode == "kron":  # no decomposition yet: Adam's step
+            d = torch.where(buf["basis_valid"][:, None, None], d, adam_blocks)
+        if group["graft"] == "diag":
+            norm = torch.linalg.vector_norm(d, dim=(1, 2), keepdim=True)
+            target = torch.linalg.vector_norm(adam_blocks, dim=(1, 2), keepdim=True)
+            # A zero direction stays zero; NaN/Inf still propagate (nonfinite="propagate").
+            zero = norm == 0
+            if d.device.type == "cpu" and not bool(zero.any()):  # (no sync elsewhere)
+                d = d.mul_(target / norm) if d is not adam_blocks else d * (target / norm)
+            else:
+                d = torch.where(zero, 0.0, d * (target / norm))
+        self.grad = None
+        return d
+
+    def apply(self, targets: list[torch.Tensor], d: torch.Tensor, alpha: float) -> None:
+        """targets[j] += alpha · D on each entry's blocks (targets contiguous)."""
+        views = [_tiles(targets[e.j], e.m, e.n, e.cls) for e in self.entries]
+        torch._foreach_add_(views, self.slices(d), alpha=alpha)
+
+
+class _Part:
+    """The parameters of one (device, state dtype) in a step's plan."""
+
+    def __init__(self, device: torch.device, dtype: torch.dtype) -> None:
+        self.device, self.dtype = device, dtype
+        self.indices: list[int] = []
+        self.is_matrix: list[bool] = []
+        self.buckets: list[_Bucket] = []
+
+
+class _Plan:
+    """How one group's step is batched: parts by (device, dtype), buckets of
+    equal-size blocks, and the step counts as views of one vector."""
+
+    def __init__(self, opt: KronFisher, group: dict[str, Any], params: list[torch.Tensor]) -> None:
+        self.params = params
+        parts: dict[tuple[torch.device, torch.dtype], _Part] = {}
+        for i, p in enumerate(params):
+            key = (p.device, _state_dtype(p.dtype))
+            part = parts.setdefault(key, _Part(*key))
+            part.indices.append(i)
+            part.is_matrix.append(_is_matrix(p.shape, group["precondition_1d"]))
+        self.parts = list(parts.values())
+        states = [opt.state[p] for p in params]
+        for part in self.parts:
+            by_size: dict[tuple[int, int], list[_Entry]] = {}
+            offsets: dict[tuple[int, int], int] = {}
+            for j, i in enumerate(part.indices):
+                if not part.is_matrix[j]:
+                    continue
+                layout = opt._layout(params[i].shape, group["max_dim"])
+                for c, cls in enumerate(layout.classes):
+                    size = (cls.rows, cls.cols)
+                    offset = offsets.get(size, 0)
+                    whole = cls.rows == layout.m and cls.cols == layout.n
+                    by_size.setdefault(size, []).append(
+                        _Entry(j, c, cls, offset, layout.m, layout.n, whole)
+                    )
+                    offsets[size] = offset + cls.count
+            part_states = [states[i] for i in part.indices]
+            for (rows, cols), entries in by_size.items():
+                bucket = _Bucket(group["mode"], rows, cols, entries)
+                bucket.bind(part_states)
+                part.buckets.append(bucket)
+        # The step counts: 0-dim float32 views of one CPU vector (one add per step).
+        self.steps = torch.stack([s["step"].to(torch.float32, copy=True) for s in states])
+        self.step_views = list(self.steps.unbind())
+        for s, view in zip(states, self.step_views, strict=True):
+            s["step"] = view
+
+    def bound(self, state: dict[torch.Tensor, dict[str, Any]]) -> bool:
+        states = [state.get(p, {}) for p in self.params]
+        if not all(s.get("step") is v for s, v in zip(states, self.step_views, strict=True)):
+            return False
+        for part in self.parts:
+            part_states = [states[i] for i in part.indices]
+            if not all(b.bound(part_states) for b in part.buckets):
+                return False
+        return True
+
+    def increment_steps(self) -> list[int]:
+        self.steps.add_(1.0)
+        return [int(t) for t in self.steps.tolist()]
 
 
 def _eigh(factor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -545,6 +863,81 @@ def _decompose(
     return basis, status, eigvals
 
 
+# (pid, workers, pool): the threads that run decompositions side by side.
+_LAPACK_POOL: tuple[int, int, ThreadPoolExecutor] | None = None
+
+
+def _lapack_pool(workers: int) -> ThreadPoolExecutor:
+    """A pool of `workers` threads, made again after a fork (a forked child
+    has none of its parent's threads) or a change of size."""
+    global _LAPACK_POOL
+    pid = os.getpid()
+    if _LAPACK_POOL is None or _LAPACK_POOL[:2] != (pid, workers):
+        if _LAPACK_POOL is not None and _LAPACK_POOL[0] == pid:
+            _LAPACK_POOL[2].shutdown(wait=False)
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="fisherprec-lapack")
+        _LAPACK_POOL = (pid, workers, pool)
+    return _LAPACK_POOL[2]
+
+
+def _decompose_all(
+    requests: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    refresh: str,
+    *,
+    eigenvalues: bool,
+    device: torch.device,
+    workers: int | None = None,
+) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+    """``_decompose`` of each (factor, old basis, valid) request.
+
+    On the CPU, when some factor has a side of at least
+    ``LAPACK_ONE_THREAD_MIN_DIM``, torch runs on one thread meanwhile
+    (``lapack_threads``: LAPACK's own threading stalls on a shared machine)
+    and the requests, cut into chunks of blocks, run side by side on as many
+    Python threads as torch had (each decomposition stays on one thread, so
+    a busy core delays only its own chunk). Each block's result does not
+    depend on the chunking (one LAPACK call per matrix, single-threaded).
+    `workers` overrides that number of threads (tests)."""
+    largest = max(factor.shape[-1] for factor, _, _ in requests)
+    workers = torch.get_num_threads() if workers is None else workers
+    if device.type != "cpu" or largest < LAPACK_ONE_THREAD_MIN_DIM:
+        return [_decompose(f, q, v, refresh, eigenvalues=eigenvalues) for f, q, v in requests]
+    with lapack_threads(device):
+        if workers == 1:
+            return [_decompose(f, q, v, refresh, eigenvalues=eigenvalues) for f, q, v in requests]
+        # Chunks of about a worker's share of each request, the costliest first.
+        chunks = []
+        for r, (factor, _, _) in enumerate(requests):
+            k, d = factor.shape[0], factor.shape[-1]
+            parts = min(k, workers)
+            bounds = [k * i // parts for i in range(parts + 1)]
+            for a, b in itertools.pairwise(bounds):
+                chunks.append(((b - a) * d**3, r, a, b))
+        chunks.sort(key=lambda c: -c[0])
+        pool = _lapack_pool(workers)
+        futures = {
+            (r, a): pool.submit(
+                _decompose, *(x[a:b] for x in requests[r]), refresh, eigenvalues=eigenvalues
+            )
+            for _, r, a, b in chunks
+        }
+        results = []
+        for r in range(len(requests)):
+            pieces = [futures[key].result() for key in sorted(k for k in futures if k[0] == r)]
+            if len(pieces) == 1:
+                results.append(pieces[0])
+                continue
+            basis, status, eigvals = zip(*pieces, strict=True)
+            results.append(
+                (
+                    torch.cat(basis),
+                    torch.cat(status),
+                    None if eigvals[0] is None else torch.cat(eigvals),
+                )
+            )
+        return results
+
+
 def reproject_second_moment(
     v_rot: torch.Tensor,
     old_left: torch.Tensor,
@@ -555,9 +948,9 @@ def reproject_second_moment(
     """The rotated second moment in a new basis: (O_L ∘ O_L) ṽ (O_R ∘ O_R)ᵀ with
     O = Q_newᵀ Q_old per side, the diagonal of diag(ṽ) (a diagonal second moment
     in the old basis) written in the new one. Batched over (K, ·, ·)."""
-    o_left = new_left.mT @ old_left
-    o_right = new_right.mT @ old_right
-    return o_left.square() @ v_rot @ o_right.square().mT
+    o_left = (new_left.mT @ old_left).square_()
+    o_right = (new_right.mT @ old_right).square_()
+    return o_left @ v_rot @ o_right.mT
 
 
 register(
