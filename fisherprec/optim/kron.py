@@ -139,15 +139,16 @@ class KronFisher(FisherOptimizer):
     one power-iteration step Q ← qr(L Q) from the current basis, as SOAP does.
     Measured on this project's 2-core CPU (bench/kron_refresh.py, float32,
     LAPACK on one thread): a QR refresh costs 0.65× an eigh one per 1024 × 1024
-    factor and 0.87× for the whole 4 × (1024 × 1024) MLP (1.9 s against 2.2 s),
-    but on a 64→256→256→10 MLP (300 steps, U = 10) it ended at a final loss of
-    0.049 against 0.044 with eigh (mean of 2 seeds; 0.051 against 0.046 over
-    3 seeds in an earlier float64 run). At d = 1024, U = 10 the refreshes are
-    ~25% of the amortised step, so eigh costs 3–8% more time
-    for ~10% lower loss: eigh is the default. Refreshes run in the state's
-    dtype. In mode "kron" the eigenvalues after a QR refresh are the Rayleigh
-    quotients diag(Qᵀ L Q), so that step is exact for the current factors
-    only with eigh.
+    factor and 0.87× for the whole 4 × (1024 × 1024) MLP (1.9 s against 2.2 s;
+    with the decompositions side by side, see below, 0.8 s against 1.0 s on
+    2026-12-03, 0.77–0.85×), but on a 64→256→256→10 MLP (300 steps, U = 10)
+    it ended at a final loss of 0.049 against 0.044 with eigh (mean of 2
+    seeds; 0.051 against 0.046 over 3 seeds in an earlier float64 run). At
+    d = 1024, U = 10 the refreshes are ~15% of the amortised step (~25% before
+    2026-12-03), so eigh costs a few % more time for ~10% lower loss: eigh is
+    the default. Refreshes run in the state's dtype. In mode "kron" the
+    eigenvalues after a QR refresh are the Rayleigh quotients diag(Qᵀ L Q),
+    so that step is exact for the current factors only with eigh.
 
     Moments across a change of basis: the first moment lives in parameter
     space, so it needs nothing. The rotated second moment ṽ is re-projected:
@@ -169,6 +170,26 @@ class KronFisher(FisherOptimizer):
     block 2·(r² + c²)/(r·c) numbers for factors and bases and, in mode "eigen",
     ṽ: at most 8 float32 numbers per parameter at GPT-2-small shapes with the
     defaults (tested).
+
+    Cost: per block of r × c and step, 2·rc(r + c) flops for the factors and
+    6·rc(r + c) for the rotations of G and m and back (mode "eigen"); a
+    refresh adds an eigh per factor and 2(r³ + c³) + 2·rc(r + c) flops to
+    re-project ṽ. A step groups the blocks of equal size across the
+    parameters of a group ("buckets": the gpt task's four (384, 128) qkv
+    weights are one) and runs each product, EMA and decomposition once per
+    bucket; the per-block state (``left0``, ``basis_left0``, …, and the
+    moments of parameters that are one block) are views of the bucket's
+    stacked buffers, so the state keeps its keys, shapes and dtypes
+    (checkpoints of the unbatched implementation load, tested). A refresh
+    runs its decompositions side by side on as many Python threads as torch
+    has, each on one LAPACK thread (``_decompose_all``), then the
+    re-projections on every thread. Measured on the 2-core shared CPU
+    (2026-12-03, torch 2.13.0, ``python bench/kron_gpt_step.py adamw kron``,
+    load average 1.3–1.6): the gpt task's step 41 ms median, 60–66 ms mean
+    with its refreshes (53–56 and 86–90 ms unbatched), i.e. a full training
+    step about 1.35× AdamW's (1.6× before); see docs/benchmarks.md. What
+    bounds it: the products (~3.9 Gflop per step there, ~30 ms on 2 threads)
+    and the eigh of the 512 × 512 factors at each refresh.
 
     Args:
         params: parameters or param groups.
