@@ -3,6 +3,7 @@ context 128, 16 × 128 tokens per step) per optimizer: forward + backward, then
 ``optimizer.step()``, with the registry's defaults for each optimizer.
 
     python bench/kron_gpt_step.py [adamw kron ...] [--steps 45] [--warmup 5]
+    python bench/kron_gpt_step.py adamw kron kron --kwargs '{}' '{}' '{"update_every": 20}'
 
 Per optimizer: the median forward + backward time, the median and the mean
 ``step()`` time over the steps after the warm-up (KronFisher's mean includes
@@ -14,6 +15,7 @@ times with ``uptime`` beside it: on a shared machine the load moves every number
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -24,8 +26,8 @@ from fisherprec import compare
 from fisherprec.tasks.registry import get as get_task
 
 
-def measure(name: str, steps: int, warmup: int) -> dict[str, float]:
-    entry = compare.resolve_optimizer(name)
+def measure(name: str, steps: int, warmup: int, kwargs: dict | None = None) -> dict[str, float]:
+    entry = compare.resolve_optimizer(name, kwargs)
     problem = get_task("gpt").make(10000, torch.device("cpu"))
     opt = entry.factory(problem.model.parameters(), **entry.defaults)
     forward_backward, step = [], []
@@ -52,15 +54,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("optimizers", nargs="*", default=["adamw", "kron"])
     parser.add_argument("--steps", type=int, default=45)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument(
+        "--kwargs", nargs="*", default=[], help="one JSON dict of options per optimizer named"
+    )
     args = parser.parse_args(argv)
+    options = [json.loads(k) for k in args.kwargs] or [{}] * len(args.optimizers)
+    if len(options) != len(args.optimizers):
+        parser.error("--kwargs needs one JSON dict per optimizer named")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
     first = None
-    for name in args.optimizers:
-        r = measure(name, args.steps, args.warmup)
+    for name, kwargs in zip(args.optimizers, options, strict=True):
+        r = measure(name, args.steps, args.warmup, kwargs)
         full = r["fwd_bwd_ms"] + r["step_mean_ms"]
         first = first or full
         print(
-            f"{name}: fwd+bwd {r['fwd_bwd_ms']:.1f} ms  step median {r['step_median_ms']:.1f} "
+            f"{name}{' ' + json.dumps(kwargs) if kwargs else ''}: fwd+bwd {r['fwd_bwd_ms']:.1f} ms  step median {r['step_median_ms']:.1f} "
             f"mean {r['step_mean_ms']:.1f} ms  full step x{full / first:.2f} of {args.optimizers[0]}",
             flush=True,
         )
