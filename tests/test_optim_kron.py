@@ -645,3 +645,26 @@ def test_the_decomposition_pool_is_made_again_after_a_fork(monkeypatch):
     monkeypatch.setattr(kron.os, "getpid", lambda: -1)  # as in a forked child
     other = kron._lapack_pool(2)
     assert other is not pool and other.submit(lambda: 3).result() == 3
+
+
+def test_buckets_are_capped_in_size(generator, monkeypatch):
+    """Blocks of one size beyond BUCKET_MAX_ELEMENTS go to further buckets (a
+    step's temporaries stay bounded); the steps do not change."""
+    from fisherprec.optim import kron
+
+    shapes = [(4, 4)] * 5 + [(8, 4)]  # 5 whole (4, 4) blocks, and a parameter of 2
+    params0 = [torch.randn(s, generator=generator, dtype=torch.float64) for s in shapes]
+    grads = [[torch.randn(s, generator=generator, dtype=torch.float64) for s in shapes]
+             for _ in range(4)]  # fmt: skip
+    hyper = {"lr": 0.05, "update_every": 2, "max_dim": 4, "mode": "kron"}
+    runs, big = {}, kron.BUCKET_MAX_ELEMENTS
+    for cap in (big, 40):
+        monkeypatch.setattr(kron, "BUCKET_MAX_ELEMENTS", cap)
+        params = [torch.nn.Parameter(p.clone()) for p in params0]
+        opt = _train(params, grads, **hyper)
+        (plan,) = opt._plans.values()
+        runs[cap] = ([b.size for part in plan.parts for b in part.buckets], params)
+    assert runs[big][0] == [7]
+    assert runs[40][0] == [2, 2, 1, 2]  # 16 numbers a block: two a bucket; (8, 4) alone
+    for a, b, p0 in zip(runs[big][1], runs[40][1], params0, strict=True):
+        _assert_steps_close(a.detach(), b.detach(), p0, 1e-9)

@@ -40,6 +40,11 @@ MODES = ("eigen", "kron")
 # takes to come back after a change costs more than it saves.
 LAPACK_ONE_THREAD_MIN_DIM = 256
 REFRESHES = ("eigh", "qr")
+# The most numbers in one bucket of equal-size blocks (see _Plan): a step's
+# temporaries are a few bucket-sized tensors, so batching adds at most a few
+# times this much (float32: 16 MiB each) to its peak memory; past that size
+# the products are large enough that one call per parameter costs nothing.
+BUCKET_MAX_ELEMENTS = 1 << 22
 
 
 def _state_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -796,25 +801,30 @@ class _Plan:
         self.parts = list(parts.values())
         states = [opt.state[p] for p in params]
         for part in self.parts:
-            by_size: dict[tuple[int, int], list[_Entry]] = {}
-            offsets: dict[tuple[int, int], int] = {}
+            # Blocks by size, packed into buckets of at most BUCKET_MAX_ELEMENTS
+            # numbers (a parameter larger than that is a bucket of its own).
+            by_size: dict[tuple[int, int], list[list[_Entry]]] = {}
+            filled: dict[tuple[int, int], int] = {}
             for j, i in enumerate(part.indices):
                 if not part.is_matrix[j]:
                     continue
                 layout = opt._layout(params[i].shape, group["max_dim"])
                 for c, cls in enumerate(layout.classes):
-                    size = (cls.rows, cls.cols)
-                    offset = offsets.get(size, 0)
+                    size, numel = (cls.rows, cls.cols), cls.count * cls.rows * cls.cols
+                    buckets = by_size.setdefault(size, [[]])
+                    if buckets[-1] and filled[size] + numel > BUCKET_MAX_ELEMENTS:
+                        buckets.append([])
+                        filled[size] = 0
+                    offset = sum(e.cls.count for e in buckets[-1])
                     whole = cls.rows == layout.m and cls.cols == layout.n
-                    by_size.setdefault(size, []).append(
-                        _Entry(j, c, cls, offset, layout.m, layout.n, whole)
-                    )
-                    offsets[size] = offset + cls.count
+                    buckets[-1].append(_Entry(j, c, cls, offset, layout.m, layout.n, whole))
+                    filled[size] = filled.get(size, 0) + numel
             part_states = [states[i] for i in part.indices]
-            for (rows, cols), entries in by_size.items():
-                bucket = _Bucket(group["mode"], rows, cols, entries)
-                bucket.bind(part_states)
-                part.buckets.append(bucket)
+            for (rows, cols), buckets in by_size.items():
+                for entries in buckets:
+                    bucket = _Bucket(group["mode"], rows, cols, entries)
+                    bucket.bind(part_states)
+                    part.buckets.append(bucket)
         # The step counts: 0-dim float32 views of one CPU vector (one add per step).
         self.steps = torch.stack([s["step"].to(torch.float32, copy=True) for s in states])
         self.step_views = list(self.steps.unbind())
