@@ -145,8 +145,8 @@ class KronFisher(FisherOptimizer):
     Measured on this project's 2-core CPU (bench/kron_refresh.py, float32,
     LAPACK on one thread): a QR refresh costs 0.65× an eigh one per 1024 × 1024
     factor and 0.87× for the whole 4 × (1024 × 1024) MLP (1.9 s against 2.2 s;
-    with the decompositions side by side, see below, 0.8 s against 1.0 s on
-    2026-12-03, 0.77–0.85×), but on a 64→256→256→10 MLP (300 steps, U = 10)
+    with the decompositions side by side, see below, 0.78–0.89 s against
+    0.88–1.08 s on 2026-12-03), but on a 64→256→256→10 MLP (300 steps, U = 10)
     it ended at a final loss of 0.049 against 0.044 with eigh (mean of 2
     seeds; 0.051 against 0.046 over 3 seeds in an earlier float64 run). At
     d = 1024, U = 10 the refreshes are ~15% of the amortised step (~25% before
@@ -190,11 +190,12 @@ class KronFisher(FisherOptimizer):
     has, each on one LAPACK thread (``_decompose_all``), then the
     re-projections on every thread. Measured on the 2-core shared CPU
     (2026-12-03, torch 2.13.0, ``python bench/kron_gpt_step.py adamw kron``,
-    load average 1.3–1.6): the gpt task's step 41 ms median, 60–66 ms mean
-    with its refreshes (53–56 and 86–90 ms unbatched), i.e. a full training
-    step about 1.35× AdamW's (1.6× before); see docs/benchmarks.md. What
-    bounds it: the products (~3.9 Gflop per step there, ~30 ms on 2 threads)
-    and the eigh of the 512 × 512 factors at each refresh.
+    six runs at load average 1.3–1.8): the gpt task's step 31–41 ms median,
+    46–58 ms mean with its refreshes (unbatched 36–55 and 65–91 ms), a full
+    training step 1.42–1.54× AdamW's (1.60–1.72× unbatched); see
+    docs/benchmarks.md. What bounds it: the products (~3.9 Gflop per step
+    there, ~30 ms on 2 threads) and the eigh of the 512 × 512 factors at
+    each refresh.
 
     Args:
         params: parameters or param groups.
