@@ -201,23 +201,11 @@ class DiagFisher(FisherOptimizer):
     ) -> None:
         lr = group["lr"]
         if torch.compiler.is_compiling():
-            # Traced by torch.compile: plain torch ops with the step count as a
-            # tensor, so that nothing is read back to the host (no graph break,
-            # no recompile per step) and inductor fuses the update.
+            # Traced by torch.compile: the step counts stay tensors, so that
+            # nothing is read back to the host (no graph break, no recompile).
             self._step_group_traced(group, params, grads)
             return
-        lr = float(lr) if isinstance(lr, torch.Tensor) else lr
-        beta1, beta2 = group["betas"]
-        hyper = {
-            "lr": lr,
-            "beta1": beta1,
-            "beta2": beta2,
-            "eps": group["eps"],
-            "weight_decay": group["weight_decay"],
-            "power": group["power"],
-            "bias_correction": group["bias_correction"],
-            "maximize": group["maximize"],
-        }
+        hyper = self._hyper(group, float(lr) if isinstance(lr, torch.Tensor) else lr)
         native: dict[tuple[torch.device, torch.dtype], list[int]] = defaultdict(list)
         fallback: list[int] = []
         steps: list[torch.Tensor] = []
@@ -268,16 +256,12 @@ class DiagFisher(FisherOptimizer):
         for i in fallback:
             self._step_reference(params[i], grads[i], *moments[i], step_values[i], **hyper)
 
-    def _step_group_traced(
-        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
-    ) -> None:
-        """The step torch.compile traces: the step counts stay tensors. The fused
-        kernel runs as one opaque op per (device, dtype) bucket that reads them
-        inside; what it does not take (float64, strided) and a tensor lr go
-        through plain torch ops."""
+    @staticmethod
+    def _hyper(group: dict[str, Any], lr: float | torch.Tensor) -> dict[str, Any]:
+        """The step's scalars, in the order of fisherprec::diag_step_counted's
+        arguments after the step counts (the traced step passes them positionally)."""
         beta1, beta2 = group["betas"]
-        lr = group["lr"]
-        hyper = {
+        return {
             "lr": lr,
             "beta1": beta1,
             "beta2": beta2,
@@ -287,6 +271,16 @@ class DiagFisher(FisherOptimizer):
             "bias_correction": group["bias_correction"],
             "maximize": group["maximize"],
         }
+
+    def _step_group_traced(
+        self, group: dict[str, Any], params: list[torch.Tensor], grads: list[torch.Tensor]
+    ) -> None:
+        """The step torch.compile traces: the step counts stay tensors. The fused
+        kernel runs as one opaque op per (device, dtype) bucket that reads them
+        inside; what it does not take (float64, strided) and a tensor lr go
+        through plain torch ops."""
+        lr = group["lr"]
+        hyper = self._hyper(group, lr)
         native: dict[tuple[torch.device, torch.dtype], list[tuple]] = defaultdict(list)
         for p, g in zip(params, grads, strict=True):
             state = self.state[p]
