@@ -89,6 +89,7 @@ ETA_PROBE_STEPS = 3  # steps per optimizer timed before the comparison for its t
 DEFAULT_TASK = "regression"
 DEFAULT_SEEDS = 2
 DEFAULT_OUT = "fisherprec-compare"
+JOURNAL_NAME = "runs-{task}.jsonl"  # under --out: every finished run, for --resume
 _HELP_WIDTH = 88
 
 
@@ -254,6 +255,113 @@ def _eval_steps(steps: int, evals: int) -> list[int]:
 # --------------------------------------------------------------------------- one run
 
 
+def _load_average() -> float | None:
+    """The 1-minute load average, or None where the platform has none (Windows).
+    The comparison's own threads count in it: a quiet machine reads about the
+    number of torch threads while a run trains."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+class RunJournal:
+    """Every finished run of a comparison, one JSON line each, appended as the run
+    ends, so that a comparison that was stopped (Ctrl-C, a lost machine, a time
+    limit) resumes where it stopped: ``--resume`` re-runs only what had not
+    finished. A run is reused only when everything that decides it is the same:
+    the task, the optimizer and its keyword arguments, lr, seed, steps, threshold,
+    schedule, device, threads and the fisherprec and torch versions (`context`
+    holds the comparison-wide part). Failed runs are not journaled (they run
+    again); diverged ones are results and are kept."""
+
+    def __init__(self, path: str | Path, *, resume: bool, context: Mapping[str, Any]) -> None:
+        self.path = Path(path)
+        self.context = dict(context)
+        self.started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        self._runs: dict[str, dict[str, Any]] = {}
+        self._finished: dict[str, str] = {}  # key -> the date of the invocation that ran it
+        self.reused = 0
+        self.reused_from: set[str] = set()  # invocations whose runs this one reused
+        self.previous: Path | None = None
+        if resume and self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try:
+                    item = json.loads(line)
+                    self._runs[item["key"]] = item["run"]
+                    self._finished[item["key"]] = item["invocation"]
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    continue  # a line cut short when the process was killed: rerun it
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.path.exists() and self.path.stat().st_size > 0:
+                # A comparison started afresh keeps the last journal beside it: a
+                # forgotten --resume costs a rerun, never hours of results.
+                self.previous = self.path.with_suffix(".jsonl.prev")
+                self.path.replace(self.previous)
+            self.path.write_text("")
+
+    def key(
+        self, name: str, kwargs: Mapping[str, Any], lr: float | None, seed: int, steps: int
+    ) -> str:
+        what = {**self.context, "optimizer": name, "kwargs": dict(kwargs), "lr": lr}
+        return json.dumps({**what, "seed": seed, "steps": steps}, sort_keys=True, default=repr)
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    def count(self, name: str, steps: int) -> int:
+        """Journaled runs of optimizer `name` of `steps` steps (for the ETA)."""
+        keys = (json.loads(k) for k in self._runs)
+        context = self.context.items()
+        return sum(
+            1
+            for k in keys
+            if k["optimizer"] == name
+            and k["steps"] == steps
+            and all(k.get(a) == b for a, b in context)
+        )
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        run = self._runs.get(key)
+        if run is not None:
+            self.reused += 1
+            self.reused_from.add(self._finished[key])
+        return run
+
+    def add(self, key: str, run: dict[str, Any]) -> None:
+        self._runs[key] = run
+        self._finished[key] = self.started
+        line = json.dumps({"key": key, "invocation": self.started, "run": run}, allow_nan=False)
+        with self.path.open("a") as f:
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "runs": len(self._runs),
+            "reused": self.reused,
+            "reused_from": sorted(self.reused_from),
+        }
+
+
+def _journal_lookup(
+    journal: RunJournal | None, entry: OptimizerEntry, lr: float | None, seed: int, steps: int
+) -> tuple[str | None, dict[str, Any] | None]:
+    """(the run's journal key, its journaled result or None); (None, None) without a journal."""
+    if journal is None:
+        return None, None
+    key = journal.key(entry.name, entry.defaults, lr, seed, steps)
+    return key, journal.get(key)
+
+
+def _journal_add(journal: RunJournal | None, key: str | None, run: dict[str, Any]) -> None:
+    if journal is not None and key is not None:
+        journal.add(key, run)
+
+
 def train(
     task: Any,
     name: str | OptimizerEntry,
@@ -295,6 +403,7 @@ def train(
     diverged = False
     elapsed = 0.0
     done = 0
+    load_at_start = _load_average()
 
     def evaluate(step: int) -> bool:
         nonlocal reached, reached_seconds, diverged
@@ -339,6 +448,7 @@ def train(
         "seconds_to_threshold": reached_seconds,
         "seconds_per_step": elapsed / done if done else None,
         "state_bytes": state_bytes(optimizer),
+        "load": [load_at_start, _load_average()],
         "error": None,
     }
 
@@ -504,6 +614,12 @@ def _edge(best: dict[str, Any], sweep: Sequence[dict[str, Any]]) -> str | None:
     return None
 
 
+def _tune_score(run: Mapping[str, Any]) -> float | None:
+    """A tuning run's score: the mean of its last held-out losses; None if it diverged."""
+    tail = [x for x in run["losses"][-TUNE_SCORE_EVALS:] if x is not None]
+    return None if run["diverged"] or not tail else statistics.fmean(tail)
+
+
 def tune_lr(
     task: Any,
     name: str | OptimizerEntry,
@@ -517,12 +633,14 @@ def tune_lr(
     schedule: str = "none",
     warmup_fraction: float = 0.0,
     eta: _Eta | None = None,
+    journal: RunJournal | None = None,
 ) -> dict[str, Any]:
     """Sweep ``base_lr × TUNE_FACTORS`` for ``steps // TUNE_STEPS_DIVISOR`` steps on
     seed ``TUNE_SEED``; score = mean of the last ``TUNE_SCORE_EVALS`` held-out
     losses (diverged or failed: no score). A best lr at an end of the grid widens
     it once in that direction (``TUNE_WIDEN``); ``at_edge`` says whether the best
-    is still at that end. Returns the best lr and the sweep."""
+    is still at that end. Runs found in `journal` are reused, finished ones are
+    added to it. Returns the best lr and the sweep."""
     entry = resolve_optimizer(name) if isinstance(name, str) else name
     tune_steps = max(1, steps // TUNE_STEPS_DIVISOR)
     sweep: list[dict[str, Any]] = []
@@ -532,6 +650,13 @@ def tune_lr(
             lr = base_lr * factor
             counter[0] += 1
             label = f"[{counter[0]}/{counter[1]}] tune {entry.name} lr={lr:.3g} seed {TUNE_SEED}"
+            key, run = _journal_lookup(journal, entry, lr, TUNE_SEED, tune_steps)
+            if run is not None:
+                score = _tune_score(run)
+                result = "diverged" if score is None else f"score {score:.4g}"
+                progress.write(f"{label}: {result} (from the journal)")
+                sweep.append({"factor": factor, "lr": lr, "score": score, "error": None})
+                continue
             bar = progress.task(label, tune_steps)
             started = time.perf_counter()
             try:
@@ -560,12 +685,12 @@ def tune_lr(
                     }
                 )
                 continue
+            _journal_add(journal, key, run)
             if eta is not None:
                 eta.finished(
                     entry.name, tune_steps, time.perf_counter() - started, run["steps_done"]
                 )
-            tail = [x for x in run["losses"][-TUNE_SCORE_EVALS:] if x is not None]
-            score = None if run["diverged"] or not tail else statistics.fmean(tail)
+            score = _tune_score(run)
             result = "diverged" if score is None else f"score {score:.4g}"
             bar.close(f"{label}: {result}{'' if eta is None else eta.text()}")
             sweep.append({"factor": factor, "lr": lr, "score": score, "error": None})
@@ -638,13 +763,18 @@ def compare(
     progress: Progress | None = None,
     opt_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
     schedule: str | None = None,
+    journal: str | Path | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Run the comparison; returns a JSON-serializable dict of every number.
 
     `optimizers`: registered names, ``all`` (every registered one; also the
     default) and ``module:Class`` outside optimizers. `opt_kwargs`: extra keyword
     arguments per optimizer name. `schedule`: ``"cosine"`` (warm-up, then cosine
-    decay) or ``"none"``; default: the task's.
+    decay) or ``"none"``; default: the task's. `journal`: a file that records
+    every finished run (:class:`RunJournal`); with `resume`, runs already in it
+    are reused instead of trained again, so a stopped comparison continues
+    where it stopped.
 
     Raises:
         UsageError: unknown task, optimizer, schedule or device, an outside
@@ -674,6 +804,26 @@ def compare(
 
     import fisherprec
 
+    run_journal = None
+    if journal is not None:
+        context = {
+            "task": task.name,
+            "threshold": threshold,
+            "schedule": schedule,
+            "warmup_fraction": warmup_fraction,
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+            "fisherprec": fisherprec.__version__,
+            "torch": torch.__version__,
+        }
+        run_journal = RunJournal(journal, resume=resume, context=context)
+        if run_journal.previous is not None:
+            progress.write(
+                f"started a fresh journal {run_journal.path} (the earlier one is kept as "
+                f"{run_journal.previous}; --resume would have reused its runs)"
+            )
+        elif resume:
+            progress.write(f"resuming from {run_journal.path}: {len(run_journal)} runs journaled")
     total = len(resolved) * seeds + (len(resolved) * len(TUNE_FACTORS) if tune else 0)
     counter = [0, total]
     errors: list[str] = []
@@ -700,6 +850,12 @@ def compare(
             if tune:
                 eta.plan(name, tune_steps, len(TUNE_FACTORS))
             eta.plan(name, steps, seeds)
+            if run_journal is not None:  # journaled runs cost nothing
+                for length in (tune_steps, steps) if tune else (steps,):
+                    for _ in range(run_journal.count(name, length)):
+                        eta.finished(name, length, None)
+                if not eta.planned[name]:
+                    continue
             try:
                 eta.per_step[name], eta.overhead[name] = _probe(
                     task, entry, entries[name]["lr"], steps, device
@@ -738,6 +894,7 @@ def compare(
                     schedule=schedule,
                     warmup_fraction=warmup_fraction,
                     eta=eta,
+                    journal=run_journal,
                 )
             except Exception as err:
                 _report_error(f"tuning {name}", err)
@@ -754,6 +911,12 @@ def compare(
                 info["runs"].append({"seed": seed, "lr": None, "error": "tuning failed"})
                 if eta is not None:
                     eta.finished(name, steps, None)
+                continue
+            key, run = _journal_lookup(run_journal, resolved[name], info["lr"], seed, steps)
+            if run is not None:
+                info["lr"] = run["lr"]
+                progress.write(f"{label}: {_run_line(run)} (from the journal)")
+                info["runs"].append(run)
                 continue
             bar = progress.task(label, steps)
             run_started = time.perf_counter()
@@ -778,6 +941,7 @@ def compare(
                 errors.append(f"{name} seed {seed}: {type(err).__name__}: {err}")
                 info["runs"].append(_error_run(seed, info["lr"], err))
                 continue
+            _journal_add(run_journal, key, run)
             if eta is not None:
                 eta.finished(name, steps, time.perf_counter() - run_started, run["steps_done"])
             info["lr"] = run["lr"]
@@ -823,6 +987,8 @@ def compare(
             else None
         ),
         "optimizers": entries,
+        "journal": None if run_journal is None else run_journal.summary(),
+        "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "errors": errors,
     }
 
@@ -1038,6 +1204,25 @@ def format_provenance(result: dict[str, Any]) -> str:
         f"device {result['device']}, {result['threads']} torch threads",
         f"- versions: fisherprec {result.get('fisherprec', '?')}, {versions}",
     ]
+    loads = [
+        x
+        for info in result.get("optimizers", {}).values()
+        for run in info.get("runs", [])
+        for x in run.get("load") or []
+        if x is not None
+    ]
+    if loads:
+        lines.append(
+            f"- load average (1 min) at the start and end of the reported runs: "
+            f"{min(loads):.2f}–{max(loads):.2f} (the run's own {result['threads']} threads count)"
+        )
+    journal = result.get("journal") or {}
+    if journal.get("reused"):
+        lines.append(
+            f"- resumed (--resume): {journal['reused']} runs taken from the journal "
+            f"{journal['path']}, trained by the invocations started at "
+            f"{', '.join(journal['reused_from'])}; the rest by this one"
+        )
     return "\n".join(lines)
 
 
@@ -1062,6 +1247,8 @@ def _command_line(args: argparse.Namespace) -> str:
     if args.device != "cpu":
         parts += ["--device", args.device]
     parts += ["--out", str(args.out)]
+    if args.resume:
+        parts.append("--resume")
     return shlex.join(parts)
 
 
@@ -1111,6 +1298,8 @@ def _run(args: argparse.Namespace) -> int:
             progress=Progress(quiet=args.quiet),
             opt_kwargs=parse_opt_kwargs(args.opt_kwargs),
             schedule=args.schedule,
+            journal=Path(args.out) / JOURNAL_NAME.format(task=args.task),
+            resume=args.resume,
         )
     finally:
         torch.set_num_threads(threads)
@@ -1189,7 +1378,9 @@ def _epilog() -> str:
         f"           (× {high}); still at the end after that: marked '(tuned, low/high edge)'",
         "",
         "Outputs under --out: compare-<task>.json (every number, the date, machine and",
-        "versions), compare-<task>.md (the table), compare-<task>.png (needs matplotlib).",
+        "versions), compare-<task>.md (the table), compare-<task>.png (needs matplotlib),",
+        f"{JOURNAL_NAME.format(task='<task>')} (each run as it finishes; --resume continues a stopped",
+        "comparison from it).",
         "Progress (stderr, unless --quiet): the estimated total time first, then one line per",
         "run (optimizer, lr, seed, step, held-out loss, ETA); bars only on a terminal.",
         "Exit status: 0 on success (also when an optimizer diverges or misses δ), 1 when a",
@@ -1274,6 +1465,13 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         default=DEFAULT_OUT,
         metavar="DIR",
         help=f"directory for the JSON, table and PNG (created; default: ./{DEFAULT_OUT})",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help=f"reuse the finished runs recorded in --out's {JOURNAL_NAME.format(task='<task>')} "
+        "by an earlier, stopped invocation of the same command (a run is reused only when "
+        "its task, optimizer, kwargs, lr, seed, steps, schedule, threads and versions match)",
     )
     parser.add_argument(
         "--device",
