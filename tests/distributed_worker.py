@@ -83,6 +83,99 @@ def ddp(rank: int) -> dict:
     return out
 
 
+# Refresh work split across the ranks (process_group=WORLD) against every rank
+# doing all of it: a model with more blocks than the toy one, so that each
+# batch of blocks has several to split.
+SPLIT_OPTIMIZERS = {
+    "block": {"block_size": 4, "update_every": 2},
+    "kron": {"update_every": 2, "max_dim": 3},
+    "kron-mode-kron": {"mode": "kron", "damping": 1e-6, "update_every": 2, "max_dim": 3},
+    "kron-qr": {"update_every": 1, "max_dim": 3, "refresh": "qr"},
+}
+
+
+def make_split_model() -> torch.nn.Module:
+    torch.manual_seed(1)
+    return torch.nn.Sequential(
+        torch.nn.Linear(5, 11), torch.nn.Tanh(), torch.nn.Linear(11, 9), torch.nn.Tanh(),
+        torch.nn.Linear(9, 3),
+    )  # fmt: skip
+
+
+def count_decompositions(counts: dict[str, int]) -> None:
+    """Count the blocks this process decomposes (KronFisher's eigh/QR batches,
+    BlockFisher's roots) in `counts`."""
+    from fisherprec.optim import kron
+
+    decompose = kron._decompose
+    inv_root = fp.ops.block_inv_root_
+
+    def counted_decompose(factor, *args, **kwargs):
+        counts["blocks"] += factor.shape[0]
+        return decompose(factor, *args, **kwargs)
+
+    def counted_inv_root(states, *args, **kwargs):
+        counts["blocks"] += sum(s.shape[0] for s in states)
+        return inv_root(states, *args, **kwargs)
+
+    kron._decompose = counted_decompose
+    fp.ops.block_inv_root_ = counted_inv_root
+
+
+def split(rank: int) -> dict:
+    counts = {"blocks": 0}
+    count_decompositions(counts)
+    out = {}
+    for name, kwargs in SPLIT_OPTIMIZERS.items():
+        for splitting in (False, True):
+            model = torch.nn.parallel.DistributedDataParallel(make_split_model())
+            group = dist.group.WORLD if splitting else None
+            opt = fp.optim.registry.build(
+                name.partition("-")[0], model.parameters(), lr=1e-2, process_group=group, **kwargs
+            )
+            counts["blocks"] = 0
+            for k in range(STEPS):
+                x, y = batch(k)
+                half = slice(rank * 8, rank * 8 + 8)
+                opt.zero_grad(set_to_none=True)
+                torch.nn.functional.mse_loss(model(x[half]), y[half]).backward()
+                opt.step()
+            out[f"{name}/{'split' if splitting else 'whole'}"] = {
+                "params": [p.detach().reshape(-1).tolist() for p in model.module.parameters()],
+                "blocks": counts["blocks"],
+                "failures": opt.eig_failures if name.startswith("kron") else opt.root_failures,
+            }
+    return out
+
+
+# The optimizers that couple coordinates, under FSDP2, against one process that
+# steps each rank's shard (fully_shard cuts dim 0 as torch.chunk does) as a
+# parameter of its own. For Block and Kron that is the sharded layout (blocks
+# stay in a shard); for LowRank, one group vector either way. Block size 2
+# divides every shard's length here (20 + 15, 4 + 3, 14 + 7, 2 + 1 elements):
+# the shard-local blocks are also the unsharded ones.
+FSDP2_OPTIMIZERS = {
+    "block": {"block_size": 2, "update_every": 1},
+    "lowrank": {"rank": 3, "update_every": 1},
+    "kron": {"update_every": 1, "max_dim": 4},
+}
+
+
+def fsdp2_every(rank: int) -> dict:
+    out = {}
+    for name, kwargs in FSDP2_OPTIMIZERS.items():
+        model = shard(make_model())
+        opt = fp.optim.registry.build(name, model.parameters(), lr=1e-2, **kwargs)
+        train(model, opt, range(STEPS))
+        first = opt.state[next(model.parameters())]
+        out[name] = {
+            "params": full(model),
+            "types": {k: type(v).__name__ for k, v in first.items() if torch.is_tensor(v)},
+            "state_bytes": opt.memory_bytes(),
+        }
+    return out
+
+
 def run(rank: int, scenario: str, out: str) -> None:
     root = pathlib.Path(out)
     dist.init_process_group(
@@ -92,6 +185,12 @@ def run(rank: int, scenario: str, out: str) -> None:
     try:
         if scenario == "ddp":
             result = ddp(rank)
+            return
+        if scenario == "split":
+            result = split(rank)
+            return
+        if scenario == "fsdp2-every":
+            result = fsdp2_every(rank)
             return
         model = shard(make_model())
         opt = fp.optim.DiagFisher(model.parameters(), lr=1e-2, nonfinite="skip")

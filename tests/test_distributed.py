@@ -1,5 +1,6 @@
 """Two gloo CPU processes against the single-process run: every Fisher
-optimizer under DDP; DiagFisher under FSDP2 (fully_shard): the step, the
+optimizer under DDP, with and without the refresh work split across ranks;
+Diag, Block and LowRank under FSDP2 (fully_shard); for DiagFisher the
 non-finite policy, DCP round trips and resharding on load."""
 
 from __future__ import annotations
@@ -52,6 +53,62 @@ def test_fsdp2_step_equals_the_single_process_step(tmp_path):
     unsharded.step()
     per_rank = max(rank["state_bytes"] for rank in ranks)
     assert per_rank <= 0.55 * unsharded.memory_bytes()
+
+
+def _shards_as_parameters(name: str, kwargs: dict) -> tuple[list[torch.Tensor], int]:
+    """One process, each parameter cut as fully_shard cuts it (torch.chunk of
+    dim 0 over the ranks) and each piece a parameter of its own: the final
+    parameters (whole) and the optimizer's state bytes."""
+    model = worker.make_model()
+    pieces = [
+        [c.clone().requires_grad_() for c in p.detach().chunk(worker.WORLD)]
+        for p in model.parameters()
+    ]
+    opt = fp.optim.registry.build(name, [c for ps in pieces for c in ps], lr=1e-2, **kwargs)
+    for k in range(worker.STEPS):
+        x, y = worker.batch(k)
+        with torch.no_grad():
+            for p, ps in zip(model.parameters(), pieces, strict=True):
+                p.copy_(torch.cat(ps))
+        model.zero_grad(set_to_none=True)
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        for p, ps in zip(model.parameters(), pieces, strict=True):
+            for c, g in zip(ps, p.grad.chunk(worker.WORLD), strict=True):
+                c.grad = g.clone()
+        opt.step()
+    return [torch.cat(ps).detach().reshape(-1) for ps in pieces], opt.memory_bytes()
+
+
+@pytest.mark.parametrize("name", list(worker.FSDP2_OPTIMIZERS))
+def test_fsdp2_steps_equal_the_one_process_step_of_the_shards(tmp_path_factory, name):
+    ranks = _fsdp2_every(tmp_path_factory)
+    expected, alone = _shards_as_parameters(name, worker.FSDP2_OPTIMIZERS[name])
+    for rank in ranks:
+        for got, want in zip(rank[name]["params"], expected, strict=True):
+            torch.testing.assert_close(torch.tensor(got), want, rtol=1e-5, atol=1e-6)
+    if name == "block":  # b divides the shards: the unsharded step too
+        model = worker.make_model()
+        opt = fp.optim.registry.build(
+            name, model.parameters(), lr=1e-2, block_size=2, update_every=1
+        )
+        worker.train(model, opt, range(worker.STEPS))
+        for got, want in zip(ranks[0][name]["params"], model.parameters(), strict=True):
+            torch.testing.assert_close(
+                torch.tensor(got), want.detach().reshape(-1), rtol=1e-5, atol=1e-6
+            )
+    # Each rank holds the state of its own shards (LowRank: plus its r×r algebra).
+    assert sum(rank[name]["state_bytes"] for rank in ranks) <= alone + 1024
+    assert max(rank[name]["state_bytes"] for rank in ranks) < 0.8 * alone
+
+
+_FSDP2_EVERY: list[dict] = []
+
+
+def _fsdp2_every(tmp_path_factory) -> list[dict]:
+    """The 2-rank run of every optimizer in FSDP2_OPTIMIZERS, once per session."""
+    if not _FSDP2_EVERY:
+        _FSDP2_EVERY.extend(_run("fsdp2-every", tmp_path_factory.mktemp("fsdp2-every")))
+    return _FSDP2_EVERY
 
 
 def test_a_nonfinite_gradient_on_one_rank_skips_the_step_on_every_rank(tmp_path):
@@ -111,6 +168,29 @@ def test_every_fisher_optimizer_under_ddp_equals_the_full_batch_run(tmp_path):
             torch.testing.assert_close(
                 torch.tensor(got), want.detach().reshape(-1), rtol=1e-4, atol=1e-5, msg=name
             )
+
+
+def test_refresh_work_split_across_ranks_changes_nothing_but_the_work(tmp_path):
+    ranks = _run("split", tmp_path)
+    for name in worker.SPLIT_OPTIMIZERS:
+        whole = [rank[f"{name}/whole"] for rank in ranks]
+        split = [rank[f"{name}/split"] for rank in ranks]
+        # Bit for bit the step every rank takes alone, on every rank.
+        for r in range(worker.WORLD):
+            assert split[r]["params"] == whole[r]["params"], name
+            assert split[r]["failures"] == whole[r]["failures"] == 0, name
+        # Each rank decomposed a share; together exactly what one rank did alone.
+        alone = whole[0]["blocks"]
+        assert alone > 0 and all(w["blocks"] == alone for w in whole)
+        assert sum(s["blocks"] for s in split) == alone, name
+        assert max(s["blocks"] for s in split) <= 0.7 * alone, name
+
+
+def test_a_process_group_without_torch_distributed_initialized_is_a_clear_error():
+    model = worker.make_model()
+    for name in ("block", "kron"):
+        with pytest.raises(RuntimeError, match="not initialized"):
+            fp.optim.registry.build(name, model.parameters(), process_group=object())
 
 
 def test_a_one_process_checkpoint_loads_into_two_fsdp2_ranks_and_resumes(tmp_path):

@@ -113,6 +113,29 @@ def local(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.to_local() if isinstance(tensor, DTensor) else tensor
 
 
+def sharded_sum_groups(params: Sequence[torch.Tensor], who: str) -> list[Any]:
+    """The process groups over which the DTensors `params` are sharded, so that
+    a sum over all their coordinates is the local sum all-reduced over these
+    groups ([] for plain tensors). Every parameter must be a DTensor on the same
+    mesh with the same placements, or none a DTensor: TypeError otherwise."""
+    dtensors = [p for p in params if isinstance(p, DTensor)]
+    if not dtensors:
+        return []
+    first = dtensors[0]
+    if len(dtensors) != len(params) or any(
+        p.device_mesh != first.device_mesh or p.placements != first.placements for p in dtensors
+    ):
+        raise TypeError(
+            f"{who} sums over all the parameters of a group: they must all be DTensors on one "
+            "device mesh with the same placements (as fully_shard gives), or all plain tensors; "
+            "put the others in a separate param group"
+        )
+    mesh = first.device_mesh
+    return [
+        mesh.get_group(d) for d, placement in enumerate(first.placements) if placement.is_shard()
+    ]
+
+
 def _all_ranks_agree(flag: bool, tensors: Sequence[torch.Tensor]) -> bool:
     """`flag` AND-ed over every rank holding a shard of the DTensors among
     `tensors` (no collective without DTensors): a decision taken on local
@@ -169,6 +192,12 @@ class FisherOptimizer(torch.optim.Optimizer, abc.ABC):
         shards = []
         for i, p in enumerate(group["params"]):
             if isinstance(p, DTensor):
+                if getattr(self, "_work_split", None) is not None:
+                    raise TypeError(
+                        f"params[{i}] is a DTensor: process_group splits the refresh work "
+                        "under DDP, where every rank holds whole parameters; with sharded "
+                        "parameters each rank refreshes only its own shards already"
+                    )
                 if not self.steps_dtensor_shards:
                     raise TypeError(
                         f"params[{i}] is a DTensor (FSDP2 or tensor parallelism): "

@@ -3,6 +3,7 @@ empirical Fisher, u_b = (F_b + λI)^(-power) m_b (docs/theory.md, "Exact inverse
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -18,7 +19,9 @@ from fisherprec.optim._base import (
     check_nonnegative,
     check_positive_int,
     check_power,
+    local,
 )
+from fisherprec.optim._work_split import WorkSplit, check_process_group, spans
 from fisherprec.optim.registry import OptimizerEntry, register
 
 __all__ = ["BlockFisher"]
@@ -59,6 +62,15 @@ class BlockFisher(FisherOptimizer):
     ``graft="diag"`` and any block size 1 it is AdamW exactly. ``eps`` is
     Adam's ε, used only by the graft and the fallback.
 
+    **Sharded parameters** (FSDP2's ``fully_shard``, DTensors): blocks are cut
+    inside each rank's local shard (Distributed Shampoo's choice), so no block
+    spans two ranks and a step needs no communication; the blocking then
+    depends on the sharding: it is the unsharded one when each shard holds a
+    whole number of blocks (then the step is the unsharded step, tested on 2
+    gloo ranks). m and v are DTensors like the parameters; F_b, R_b and the
+    statuses are per-rank state, which reloads at the same sharding only
+    (DCP resharding is DiagFisher's).
+
     Memory: per parameter element b float32 numbers for F_b and b for R_b
     (each block stored as a full b×b slot), plus m and v.
 
@@ -76,6 +88,13 @@ class BlockFisher(FisherOptimizer):
         eps: Adam's ε for the graft and the diagonal fallback.
         maximize: ascend instead of descend.
         nonfinite: ``"propagate"``, ``"raise"`` or ``"skip"`` (see FisherOptimizer).
+        process_group: under DDP, a torch.distributed process group (e.g.
+            ``torch.distributed.group.WORLD``) whose ranks split each refresh:
+            every rank computes the roots of about 1/world_size of the blocks
+            and one all_gather shares them, so the step is bit-identical to the
+            unsplit one (tested on 2 gloo processes); the exchange holds about
+            one copy of the refreshed roots at a time. Every rank must step the
+            same parameters (as under DDP). Not saved in the state dict.
 
     Example:
         >>> import torch, fisherprec as fp
@@ -104,7 +123,11 @@ class BlockFisher(FisherOptimizer):
         eps: float = 1e-8,
         maximize: bool = False,
         nonfinite: str = "propagate",
+        process_group: Any = None,
     ) -> None:
+        process_group = check_process_group(process_group)
+        # Not a group option: a process group cannot be saved or differ per group.
+        self._work_split = None if process_group is None else WorkSplit(process_group)
         defaults = {
             "lr": lr,
             "block_size": block_size,
@@ -119,6 +142,13 @@ class BlockFisher(FisherOptimizer):
             "nonfinite": nonfinite,
         }
         super().__init__(params, defaults)
+
+    # Blocks stay inside a shard: a shard's step is the step of its own blocks.
+    steps_dtensor_shards = True
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.__dict__.setdefault("_work_split", None)
 
     @property
     def root_failures(self) -> int:
@@ -142,20 +172,20 @@ class BlockFisher(FisherOptimizer):
     ) -> list[dict[str, Any]]:
         states = []
         for p in params:
-            shape = ops.block_shape(p.numel(), group["block_size"])
+            shape = ops.block_shape(local(p).numel(), group["block_size"])  # (per shard)
             flat = {"dtype": torch.float32, "memory_format": torch.contiguous_format}
             states.append(
                 {
                     "step": torch.tensor(0.0, dtype=torch.float32),
                     "exp_avg": torch.zeros_like(p, **flat),
                     "exp_avg_sq": torch.zeros_like(p, **flat),
-                    "fisher": torch.zeros(shape, dtype=torch.float32, device=p.device),
-                    "root": torch.zeros(shape, dtype=torch.float32, device=p.device),
+                    "fisher": torch.zeros(shape, dtype=torch.float32, device=local(p).device),
+                    "root": torch.zeros(shape, dtype=torch.float32, device=local(p).device),
                     "root_status": torch.full(
-                        shape[:1], ops.ROOT_NONE, dtype=torch.int32, device=p.device
+                        shape[:1], ops.ROOT_NONE, dtype=torch.int32, device=local(p).device
                     ),
                     # On the parameter's device: counting needs no host sync.
-                    "root_failures": torch.zeros((), dtype=torch.int64, device=p.device),
+                    "root_failures": torch.zeros((), dtype=torch.int64, device=local(p).device),
                 }
             )
         return states
@@ -177,9 +207,9 @@ class BlockFisher(FisherOptimizer):
         for (_, _, step), idx in buckets.items():
             t = int(step) + 1
             # The kernel needs contiguous tensors: a strided parameter is
-            # stepped in a contiguous copy and written back.
-            ps = [params[i].contiguous() for i in idx]
-            gs = [grads[i].contiguous() for i in idx]
+            # stepped in a contiguous copy and written back. (DTensors: their shards.)
+            ps = [local(params[i]).contiguous() for i in idx]
+            gs = [local(grads[i]).contiguous() for i in idx]
             st = [states[i] for i in idx]
             for s in st:
                 s["step"] += 1
@@ -187,23 +217,14 @@ class BlockFisher(FisherOptimizer):
             ops.block_outer_update_(fisher, [g.reshape(1, -1) for g in gs], b, beta2, 1.0 - beta2)
             c1, c2 = 1.0 - beta1**t, 1.0 - beta2**t
             if t % group["update_every"] == 0:
-                ops.block_inv_root_(
-                    fisher,
-                    [s["root"] for s in st],
-                    [s["root_status"] for s in st],
-                    [p.numel() for p in ps],
-                    b,
-                    scale=1.0 / c2,
-                    damping=group["damping"],
-                    power=group["power"],
-                )
+                self._refresh_roots(group, st, [p.numel() for p in ps], scale=1.0 / c2)
                 for s in st:
                     s["root_failures"] += (s["root_status"] != ops.ROOT_OK).sum()
             ops.block_fisher_step_(
                 ps,
                 gs,
-                [s["exp_avg"] for s in st],
-                [s["exp_avg_sq"] for s in st],
+                [local(s["exp_avg"]) for s in st],
+                [local(s["exp_avg_sq"]) for s in st],
                 [s["root"] for s in st],
                 [s["root_status"] for s in st],
                 block_size=b,
@@ -217,8 +238,52 @@ class BlockFisher(FisherOptimizer):
                 graft=group["graft"] == "diag",
             )
             for i, work in zip(idx, ps, strict=True):
-                if work is not params[i]:
-                    params[i].copy_(work)
+                target = local(params[i])
+                if work is not target:
+                    target.copy_(work)
+
+    def _refresh_roots(
+        self, group: dict[str, Any], states: list[dict[str, Any]], numels: list[int], scale: float
+    ) -> None:
+        """``state["root"]`` ← (scale·F + λI)^(-power) for every block of `states`,
+        split across the ranks of the process group when there is one."""
+        b = group["block_size"]
+        fisher = [s["fisher"] for s in states]
+        roots = [s["root"] for s in states]
+        status = [s["root_status"] for s in states]
+        hyper = {"scale": scale, "damping": group["damping"], "power": group["power"]}
+        split = self._work_split
+        if split is None or split.world == 1:
+            ops.block_inv_root_(fisher, roots, status, numels, b, **hyper)
+            return
+        # Blocks numbered across the tensors, this rank's contiguous share of them.
+        counts = [f.shape[0] for f in fisher]
+        offsets = [0, *itertools.accumulate(counts)][:-1]
+        start, stop = split.share(sum(counts))
+        mine = list(spans(counts, start, stop))
+        if mine:
+            ops.block_inv_root_(
+                [fisher[i][a:c] for i, a, c in mine],
+                [roots[i][a:c] for i, a, c in mine],
+                [status[i][a:c] for i, a, c in mine],
+                [min(c * b, numels[i]) - a * b for i, a, c in mine],
+                b,
+                **hyper,
+            )
+        # One row per block: the root's b² numbers, then its status (a small integer).
+        local = torch.cat(
+            [
+                torch.cat([roots[i][a:c].flatten(1), status[i][a:c, None].to(roots[i].dtype)], 1)
+                for i, a, c in mine
+            ]
+            or [roots[0].new_empty(0, b * b + 1)]
+        )
+        (pieces,) = split.exchange([local], [sum(counts)])
+        for first, rows in pieces:
+            for i, a, c in spans(counts, first, first + rows.shape[0]):
+                got = rows[offsets[i] + a - first : offsets[i] + c - first]
+                roots[i][a:c].copy_(got[:, : b * b].view(-1, b, b))
+                status[i][a:c].copy_(got[:, b * b])
 
 
 register(

@@ -29,7 +29,9 @@ from fisherprec.optim._base import (
     check_nonnegative,
     check_positive_int,
     check_power,
+    local,
 )
+from fisherprec.optim._work_split import WorkSplit, check_process_group
 from fisherprec.optim.registry import OptimizerEntry, register
 
 __all__ = ["KronFisher", "state_bytes"]
@@ -197,6 +199,15 @@ class KronFisher(FisherOptimizer):
     there, ~30 ms on 2 threads) and the eigh of the 512 × 512 factors at
     each refresh.
 
+    Sharded parameters (FSDP2's ``fully_shard``, DTensors): each rank treats
+    its local shard as the matrix (a shard of rows of a weight, as
+    ``fully_shard`` cuts dim 0), so its factors are those of its own rows
+    (Distributed Shampoo's choice: blocks never span ranks and a step needs no
+    communication). The blocking therefore depends on the sharding: the step
+    is the one-process step of the same model with each shard a parameter of
+    its own (tested on 2 gloo ranks). The state is per rank and reloads at the
+    same sharding only (DCP resharding is DiagFisher's).
+
     Args:
         params: parameters or param groups.
         lr: α (a float, or a 1-element tensor read each step).
@@ -214,6 +225,12 @@ class KronFisher(FisherOptimizer):
         precondition_1d: give 1-D parameters (biases, norms) factors too.
         maximize: ascend instead of descend.
         nonfinite: ``"propagate"``, ``"raise"`` or ``"skip"`` (see FisherOptimizer).
+        process_group: under DDP, a torch.distributed process group (e.g.
+            ``torch.distributed.group.WORLD``) whose ranks split each refresh:
+            every rank decomposes about 1/world_size of the blocks due and one
+            all_gather shares the results, so the step is bit-identical to the
+            unsplit one (tested on 2 gloo processes). Every rank must step
+            the same parameters (as under DDP). Not saved in the state dict.
 
     Example:
         >>> import torch, fisherprec as fp
@@ -245,7 +262,11 @@ class KronFisher(FisherOptimizer):
         precondition_1d: bool = False,
         maximize: bool = False,
         nonfinite: str = "propagate",
+        process_group: Any = None,
     ) -> None:
+        group = check_process_group(process_group)
+        # Not a group option: a process group cannot be saved or differ per group.
+        self._work_split = None if group is None else WorkSplit(group)
         defaults = {
             "lr": lr,
             "betas": tuple(betas) if isinstance(betas, Sequence) else betas,
@@ -292,10 +313,14 @@ class KronFisher(FisherOptimizer):
             if not isinstance(group[flag], bool):
                 raise ValueError(f"Invalid {flag} value: {group[flag]!r} (must be a bool)")
 
+    # A shard's blocks are its own (see "Sharded parameters" above).
+    steps_dtensor_shards = True
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self.__dict__.setdefault("_layouts", {})
         self.__dict__.setdefault("_plans", {})
+        self.__dict__.setdefault("_work_split", None)
 
     @property
     def eig_failures(self) -> int:
@@ -342,10 +367,11 @@ class KronFisher(FisherOptimizer):
         states = []
         for p in params:
             state: dict[str, Any] = {}
-            for key, (shape, dtype, init) in self._state_spec(group, p.shape, p.dtype).items():
+            shard = local(p)  # (a DTensor's blocks stay inside its local shard)
+            for key, (shape, dtype, init) in self._state_spec(group, shard.shape, p.dtype).items():
                 # step on the CPU (as torch.optim); the failure count on the
                 # parameter's device, so counting needs no host sync.
-                device = torch.device("cpu") if key == "step" else p.device
+                device = torch.device("cpu") if key == "step" else shard.device
                 if init == "eye":
                     value = torch.eye(shape[-1], dtype=dtype, device=device).repeat(shape[0], 1, 1)
                 elif init == "none":
@@ -372,7 +398,8 @@ class KronFisher(FisherOptimizer):
         for group in self.param_groups:
             for p in group["params"]:
                 state = self.state.get(p)
-                for key, (_, dtype, _) in self._state_spec(group, p.shape, p.dtype).items():
+                spec = self._state_spec(group, local(p).shape, p.dtype)
+                for key, (_, dtype, _) in spec.items():
                     if state and state[key].dtype != dtype:
                         raise ValueError(
                             f"state[{key!r}] of parameter {index} has dtype {state[key].dtype}, "
@@ -400,8 +427,8 @@ class KronFisher(FisherOptimizer):
         self._plans[key] = plan
         return plan
 
-    @staticmethod
     def _refresh(
+        self,
         group: dict[str, Any],
         part: _Part,
         due: list[_Bucket],
@@ -409,14 +436,18 @@ class KronFisher(FisherOptimizer):
         steps: list[int],
     ) -> None:
         """New bases for the blocks due in the buckets `due` of `part`: every
-        decomposition first (``_decompose_all``), then the reprojections."""
-        requests = [b.refresh_requests() for b in due]
-        decomposed = _decompose_all(
-            [r for pair in requests for r in pair],
-            group["refresh"],
-            eigenvalues=group["mode"] == "kron",
-            device=part.device,
-        )
+        decomposition first (``_decompose_all``, split across the ranks of the
+        process group when there is one), then the reprojections."""
+        requests = [r for bucket in due for r in bucket.refresh_requests()]
+        eigenvalues = group["mode"] == "kron"
+        if self._work_split is None or self._work_split.world == 1:
+            decomposed = _decompose_all(
+                requests, group["refresh"], eigenvalues=eigenvalues, device=part.device
+            )
+        else:
+            decomposed = _decompose_split(
+                self._work_split, requests, group["refresh"], eigenvalues, part.device
+            )
         for n, bucket in enumerate(due):
             bucket.refresh(group, states, steps, decomposed[2 * n : 2 * n + 2])
 
@@ -456,7 +487,7 @@ class KronFisher(FisherOptimizer):
         for part in plan.parts:
             states = [self.state[params[i]] for i in part.indices]
             steps = [all_steps[i] for i in part.indices]
-            grad = [grads[i] for i in part.indices]
+            grad = [local(grads[i]) for i in part.indices]
             grad = [g if g.dtype == part.dtype else g.to(part.dtype) for g in grad]
             if group["maximize"]:
                 grad = torch._foreach_neg(grad)
@@ -495,7 +526,7 @@ class KronFisher(FisherOptimizer):
             # are updated in float32 and rounded once).
             targets = []
             for i in part.indices:
-                p = params[i]
+                p = local(params[i])
                 same = p.dtype == part.dtype and p.is_contiguous()
                 targets.append(
                     p if same else p.to(part.dtype, memory_format=torch.contiguous_format)
@@ -509,8 +540,8 @@ class KronFisher(FisherOptimizer):
             for bucket, d in zip(part.buckets, directions, strict=True):
                 bucket.apply(targets, d, -lr)
             for i, target in zip(part.indices, targets, strict=True):
-                if target is not params[i]:
-                    params[i].copy_(target)
+                if target is not local(params[i]):
+                    local(params[i]).copy_(target)
 
 
 # ------------------------------------------------------------------ batching
@@ -795,6 +826,7 @@ class _Plan:
         self.params = params
         parts: dict[tuple[torch.device, torch.dtype], _Part] = {}
         for i, p in enumerate(params):
+            p = local(p)  # shapes and devices of the shard a rank steps
             key = (p.device, _state_dtype(p.dtype))
             part = parts.setdefault(key, _Part(*key))
             part.indices.append(i)
@@ -809,7 +841,7 @@ class _Plan:
             for j, i in enumerate(part.indices):
                 if not part.is_matrix[j]:
                     continue
-                layout = opt._layout(params[i].shape, group["max_dim"])
+                layout = opt._layout(local(params[i]).shape, group["max_dim"])
                 for c, cls in enumerate(layout.classes):
                     size, numel = (cls.rows, cls.cols), cls.count * cls.rows * cls.cols
                     buckets = by_size.setdefault(size, [[]])
@@ -968,6 +1000,59 @@ def _decompose_all(
                 )
             )
         return results
+
+
+def _decompose_split(
+    split: WorkSplit,
+    requests: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    refresh: str,
+    eigenvalues: bool,
+    device: torch.device,
+) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+    """``_decompose_all`` with each request's blocks split across the ranks of
+    `split`: this rank decomposes its share, one all_gather brings the rest.
+    Per block the exchange carries basis, status and (mode "kron") eigenvalues
+    as one row in the factor's dtype (the status codes are small integers,
+    exact in any float)."""
+    shares = [split.share(factor.shape[0], turn) for turn, (factor, _, _) in enumerate(requests)]
+    mine = [i for i, (a, b) in enumerate(shares) if b > a]
+    computed = dict(
+        zip(
+            mine,
+            _decompose_all(
+                [tuple(x[shares[i][0] : shares[i][1]] for x in requests[i]) for i in mine],
+                refresh,
+                eigenvalues=eigenvalues,
+                device=device,
+            )
+            if mine
+            else [],
+            strict=True,
+        )
+    )
+    rows = []
+    for i, (factor, _, _) in enumerate(requests):
+        d = factor.shape[-1]
+        width = d * d + 1 + (d if eigenvalues else 0)
+        if i not in computed:
+            rows.append(factor.new_empty(0, width))
+            continue
+        basis, status, eigvals = computed[i]
+        columns = [basis.flatten(1), status.to(factor.dtype)[:, None]]
+        if eigenvalues:
+            assert eigvals is not None
+            columns.append(eigvals)
+        rows.append(torch.cat(columns, dim=1))
+    exchanged = split.exchange(rows, [factor.shape[0] for factor, _, _ in requests])
+    results: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
+    for (factor, _, _), pieces in zip(requests, exchanged, strict=True):
+        k, d = factor.shape[0], factor.shape[-1]
+        every = torch.cat([rows for _, rows in pieces])
+        basis = every[:, : d * d].reshape(k, d, d).contiguous()
+        status = every[:, d * d].to(torch.int32)
+        eigvals = every[:, d * d + 1 :].contiguous() if eigenvalues else None
+        results.append((basis, status, eigvals))
+    return results
 
 
 def reproject_second_moment(
