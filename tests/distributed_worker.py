@@ -176,6 +176,85 @@ def fsdp2_every(rank: int) -> dict:
     return out
 
 
+class EvenModel(torch.nn.Sequential):
+    """Every parameter shards evenly over two ranks (8 + 8 rows ... 2 + 2): the
+    per-rank state has one shape on both, so nothing but the shard fingerprint
+    tells a DCP load that it hands rank 0's state to rank 1."""
+
+    def __init__(self) -> None:
+        torch.manual_seed(2)
+        super().__init__(torch.nn.Linear(5, 8), torch.nn.Tanh(), torch.nn.Linear(8, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x)[:, :3]
+
+
+def per_rank_checkpoints(rank: int, root: pathlib.Path) -> dict:
+    """Per-rank state of the shard-following optimizers: each rank's own
+    state_dict resumes exactly; a DCP load (which saves per-rank plain tensors
+    once) must not hand one rank's state to another."""
+    out = {}
+    for model_name, make in (("uneven", make_model), ("even", EvenModel)):
+        out[model_name] = _per_rank_checkpoints(make, root / model_name)
+    return out
+
+
+def _per_rank_checkpoints(make, root: pathlib.Path) -> dict:
+    import io
+
+    out = {}
+    for name, kwargs in FSDP2_OPTIMIZERS.items():
+        model = shard(make())
+        opt = fp.optim.registry.build(name, model.parameters(), lr=1e-2, **kwargs)
+        train(model, opt, range(3))
+        saved_model = io.BytesIO()
+        torch.save(model.state_dict(), saved_model)
+        saved_opt = io.BytesIO()
+        torch.save(opt.state_dict(), saved_opt)
+        dcp.save({"optim": get_optimizer_state_dict(model, opt)}, checkpoint_id=str(root / name))
+        train(model, opt, range(3, STEPS))
+        # Resume from this rank's own state dict.
+        resumed = shard(make())
+        opt2 = fp.optim.registry.build(name, resumed.parameters(), lr=1e-2, **kwargs)
+        train(resumed, opt2, range(1))
+        for buffer in (saved_model, saved_opt):
+            buffer.seek(0)
+        resumed.load_state_dict(torch.load(saved_model, weights_only=False))
+        opt2.load_state_dict(torch.load(saved_opt, weights_only=False))
+        train(resumed, opt2, range(3, STEPS))
+        # The DCP round trip: an error, or this rank's own state back.
+        third = shard(make())
+        opt3 = fp.optim.registry.build(name, third.parameters(), lr=1e-2, **kwargs)
+        train(third, opt3, range(1))
+        state = {"optim": get_optimizer_state_dict(third, opt3)}
+        try:
+            dcp.load(state, checkpoint_id=str(root / name))
+            set_optimizer_state_dict(third, opt3, state["optim"])
+            saved_opt.seek(0)
+            own = torch.load(saved_opt, weights_only=False)["state"]
+            mine = opt3.state_dict()["state"]
+            dcp_result = "own state" if _same_state(own, mine) else "another rank's state"
+        except (Exception, dcp.api.CheckpointException) as err:  # (a BaseException)
+            dcp_result = f"{type(err).__name__}: {err}"
+        out[name] = {
+            "resumed_equal": full(resumed) == full(model),
+            "dcp": dcp_result,
+        }
+    return out
+
+
+def _same_state(a: dict, b: dict) -> bool:
+    for pid, state in a.items():
+        for key, value in state.items():
+            other = b[pid][key]
+            if torch.is_tensor(value):
+                value = value.full_tensor() if hasattr(value, "full_tensor") else value
+                other = other.full_tensor() if hasattr(other, "full_tensor") else other
+                if not torch.equal(value, other):
+                    return False
+    return True
+
+
 def run(rank: int, scenario: str, out: str) -> None:
     root = pathlib.Path(out)
     dist.init_process_group(
@@ -191,6 +270,9 @@ def run(rank: int, scenario: str, out: str) -> None:
             return
         if scenario == "fsdp2-every":
             result = fsdp2_every(rank)
+            return
+        if scenario == "per-rank-checkpoints":
+            result = per_rank_checkpoints(rank, root)
             return
         model = shard(make_model())
         opt = fp.optim.DiagFisher(model.parameters(), lr=1e-2, nonfinite="skip")

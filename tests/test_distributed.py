@@ -101,6 +101,21 @@ def test_fsdp2_steps_equal_the_one_process_step_of_the_shards(tmp_path_factory, 
     assert max(rank[name]["state_bytes"] for rank in ranks) < 0.8 * alone
 
 
+def test_per_rank_state_resumes_exactly_and_a_dcp_load_never_swaps_ranks(tmp_path):
+    ranks = _run("per-rank-checkpoints", tmp_path)
+    for rank in ranks:
+        for model in ("uneven", "even"):
+            for name in worker.FSDP2_OPTIMIZERS:
+                got = rank[model][name]
+                assert got["resumed_equal"], (model, name)  # a rank's own state_dict resumes
+                # DCP writes per-rank plain tensors once; loading must fail, not swap.
+                assert got["dcp"] != "another rank's state", (model, name)
+    # With one shape on every rank only the shard fingerprint can tell: its message.
+    for name in worker.FSDP2_OPTIMIZERS:
+        messages = [rank["even"][name]["dcp"] for rank in ranks]
+        assert any("reloads only into the same rank" in m for m in messages), (name, messages)
+
+
 _FSDP2_EVERY: list[dict] = []
 
 

@@ -21,6 +21,9 @@ from fisherprec import ops
 
 NONFINITE_POLICIES = ("propagate", "raise", "skip")
 GRAFTS = ("diag", None)  # graft="diag": rescale each update to the norm of the Adam step
+# In the state of a DTensor parameter whose optimizer keeps per-rank (not
+# DTensor) state: which shard it belongs to (see shard_fingerprint).
+SHARD_KEY = "shard"
 
 
 def check_lr(lr: float) -> None:
@@ -67,11 +70,47 @@ def check_nonfinite_policy(policy: str) -> None:
         )
 
 
+def shard_fingerprint(p: torch.Tensor) -> torch.Tensor | None:
+    """For a DTensor parameter: its rank's coordinates in the device mesh, then
+    the mesh's shape (int64); None for a plain tensor.
+
+    Optimizers whose state follows the shards (blocks cut inside a shard, a
+    window of local coordinates) keep it as plain per-rank tensors, which
+    torch.distributed.checkpoint saves once for all ranks: a load would then
+    hand rank 0's state to every rank. The fingerprint, saved beside that state,
+    turns such a load into an error instead (check_loaded_state)."""
+    if not isinstance(p, DTensor):
+        return None
+    mesh = p.device_mesh
+    coordinate = mesh.get_coordinate() or []
+    return torch.tensor([*coordinate, *mesh.shape], dtype=torch.int64)
+
+
 def check_loaded_state(
     optimizer: str, index: int, got: dict[str, Any], want: dict[str, Any]
 ) -> None:
     """Raise unless a loaded per-parameter state `got` has the keys of the
-    fresh state `want` and, for each tensor, its shape."""
+    fresh state `want` and, for each tensor, its shape (and, for the shard
+    fingerprint, its value)."""
+    if (SHARD_KEY in got) != (SHARD_KEY in want) or (
+        SHARD_KEY in got and not torch.equal(torch.as_tensor(got[SHARD_KEY]), want[SHARD_KEY])
+    ):
+        where = (
+            f"saved by the rank at mesh coordinate/shape {got[SHARD_KEY].tolist()}"
+            if SHARD_KEY in got
+            else "saved without sharding"
+        )
+        here = (
+            f"this rank is at {want[SHARD_KEY].tolist()}"
+            if SHARD_KEY in want
+            else "this is one process"
+        )
+        raise ValueError(
+            f"state of parameter {index} was {where}, but {here}: {optimizer} keeps per-rank "
+            "state for sharded parameters, which reloads only into the same rank of the same "
+            "sharding (save each rank's optimizer.state_dict(); torch.distributed.checkpoint "
+            "reshards DiagFisher's state only)"
+        )
     if set(got) != set(want):
         raise ValueError(
             f"state of parameter {index} has keys {sorted(got)}, but {optimizer} keeps "
@@ -245,12 +284,24 @@ class FisherOptimizer(torch.optim.Optimizer, abc.ABC):
         # torch's load builds new state and group objects (it never writes
         # into the current ones), so keeping the attributes is a full backup.
         backup = dict(self.__dict__)
+        shards = [p for g in self.param_groups for p in g["params"] if isinstance(p, DTensor)]
         try:
             self._load_state_dict(state_dict)
-        except Exception:
+        except Exception as err:
             self.__dict__.clear()
             self.__dict__.update(backup)
-            raise
+            # Sharded: every rank must leave the load alike, or the ranks that
+            # went on would wait in collectives the others never join.
+            if shards:
+                _all_ranks_agree(False, shards)
+            raise err from None
+        if shards and not _all_ranks_agree(True, shards):
+            self.__dict__.clear()
+            self.__dict__.update(backup)
+            raise RuntimeError(
+                f"{type(self).__name__}.load_state_dict: another rank refused its part of this "
+                "checkpoint (its error says why); nothing was loaded on any rank"
+            )
 
     def _load_state_dict(self, state_dict: dict[str, Any]) -> None:
         saved = state_dict["state"]

@@ -13,6 +13,7 @@ import torch
 
 from fisherprec import ops
 from fisherprec.optim._base import (
+    SHARD_KEY,
     FisherOptimizer,
     check_betas,
     check_graft,
@@ -20,6 +21,7 @@ from fisherprec.optim._base import (
     check_positive_int,
     check_power,
     local,
+    shard_fingerprint,
 )
 from fisherprec.optim._work_split import WorkSplit, check_process_group, spans
 from fisherprec.optim.registry import OptimizerEntry, register
@@ -188,6 +190,9 @@ class BlockFisher(FisherOptimizer):
                     "root_failures": torch.zeros((), dtype=torch.int64, device=local(p).device),
                 }
             )
+            shard = shard_fingerprint(p)
+            if shard is not None:  # (the blocks are this shard's: see shard_fingerprint)
+                states[-1][SHARD_KEY] = shard
         return states
 
     def _step_group(

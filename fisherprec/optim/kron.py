@@ -23,6 +23,7 @@ from fisherprec.fisher.kron import (
     safe_eigh,
 )
 from fisherprec.optim._base import (
+    SHARD_KEY,
     FisherOptimizer,
     check_betas,
     check_graft,
@@ -30,6 +31,7 @@ from fisherprec.optim._base import (
     check_positive_int,
     check_power,
     local,
+    shard_fingerprint,
 )
 from fisherprec.optim._work_split import WorkSplit, check_process_group
 from fisherprec.optim.registry import OptimizerEntry, register
@@ -379,6 +381,9 @@ class KronFisher(FisherOptimizer):
                 else:
                     value = torch.zeros(shape, dtype=dtype, device=device)
                 state[key] = value
+            fingerprint = shard_fingerprint(p)
+            if fingerprint is not None:  # (the blocks are this shard's)
+                state[SHARD_KEY] = fingerprint
             states.append(state)
         return states
 

@@ -12,12 +12,14 @@ import torch
 from fisherprec import ops
 from fisherprec.fisher.lowrank import small_eigh
 from fisherprec.optim._base import (
+    SHARD_KEY,
     FisherOptimizer,
     check_betas,
     check_graft,
     check_nonnegative,
     check_positive_int,
     local,
+    shard_fingerprint,
     sharded_sum_groups,
 )
 from fisherprec.optim.registry import OptimizerEntry, register
@@ -233,6 +235,9 @@ class LowRankFisher(FisherOptimizer):
             state = {EXP_AVG: torch.zeros_like(p, dtype=torch.float32)}
             if group["graft"] == "diag":
                 state[EXP_AVG_SQ] = torch.zeros_like(p, dtype=torch.float32)
+            shard = shard_fingerprint(p)
+            if shard is not None:  # (the window holds this rank's coordinates)
+                state[SHARD_KEY] = shard
             states.append(state)
         rank, device = group["rank"], local(params[0]).device
         total = sum(local(p).numel() for p in params)  # this rank's coordinates
