@@ -1,9 +1,12 @@
 """Eager against torch.compile'd optimizer steps on the gpt task's parameters
-(random gradients), DiagFisher beside torch's AdamW (foreach):
+(random gradients), every registered Fisher optimizer beside torch's AdamW
+(foreach):
 
-    python bench/compile_step.py [--steps 40]
+    python bench/compile_step.py [--steps 40] [--optimizers diag kron ...]
 
-Prints the median milliseconds per step and the compiled/eager ratio."""
+Prints the median milliseconds per step and the compiled/eager ratio. (DiagFisher's
+step is traced; the others run eagerly inside the compiled call, behind one graph
+break: see FisherOptimizer.traces_step.)"""
 
 from __future__ import annotations
 
@@ -17,8 +20,12 @@ import fisherprec as fp
 from fisherprec.tasks.registry import get as get_task
 
 OPTIMIZERS = {
-    "diag": lambda params: fp.optim.DiagFisher(params, lr=1e-3),
     "adamw": lambda params: torch.optim.AdamW(params, lr=1e-3, foreach=True),
+    **{
+        name: (lambda params, name=name: fp.optim.registry.build(name, params, lr=1e-3))
+        for name, entry in fp.optim.registry.REGISTRY.items()
+        if entry.fisher is not None
+    },
 }
 
 
@@ -42,9 +49,10 @@ def median_ms(name: str, compiled: bool, steps: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--optimizers", nargs="+", choices=list(OPTIMIZERS), default=None)
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    for name in OPTIMIZERS:
+    for name in args.optimizers or OPTIMIZERS:
         eager, compiled = median_ms(name, False, args.steps), median_ms(name, True, args.steps)
         print(
             f"{name}: eager {eager:.2f} ms, compiled {compiled:.2f} ms, ratio {compiled / eager:.2f}"

@@ -1,5 +1,7 @@
 """torch.compile(opt.step): graph breaks against torch's AdamW in the same
-harness, no recompiles across steps, and the compiled step equal to eager."""
+harness, no recompiles across steps, and the compiled step equal to eager, for
+every Fisher optimizer (DiagFisher's step is traced; the others run eagerly
+behind one graph break: FisherOptimizer.traces_step)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,14 @@ import torch
 import torch._dynamo
 
 import fisherprec as fp
+from fisherprec.optim.registry import REGISTRY
+from tests.optimizer_infos import INFOS
+
+FISHER = sorted(name for name, entry in REGISTRY.items() if entry.fisher is not None)
+
+
+def _build(name: str, params, **kwargs):
+    return fp.optim.registry.build(name, params, lr=1e-2, **{**INFOS[name].small, **kwargs})
 
 
 def _model() -> torch.nn.Module:
@@ -36,18 +46,26 @@ def _graph_breaks(make) -> int:
     return torch._dynamo.explain(opt.step)().graph_break_count
 
 
-@pytest.mark.parametrize("compiled", [fp.optim.DiagFisher])
-def test_compiled_step_breaks_no_more_graphs_than_adamw(compiled):
-    adamw = _graph_breaks(lambda p: torch.optim.AdamW(p, lr=1e-2))
-    assert _graph_breaks(lambda p: compiled(p, lr=1e-2)) <= adamw
+@pytest.fixture(scope="module")
+def adamw_graph_breaks() -> int:
+    return _graph_breaks(lambda p: torch.optim.AdamW(p, lr=1e-2))
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_compiled_diag_step_equals_eager_and_never_recompiles(dtype):
+@pytest.mark.parametrize("name", FISHER)
+def test_compiled_step_breaks_no_more_graphs_than_adamw(name, adamw_graph_breaks):
+    assert _graph_breaks(lambda p: _build(name, p)) <= adamw_graph_breaks
+
+
+@pytest.mark.parametrize(
+    ("name", "dtype"),
+    [("diag", torch.float32), ("diag", torch.bfloat16)]
+    + [(name, torch.float32) for name in FISHER if name != "diag"],
+)
+def test_compiled_step_equals_eager_and_never_recompiles(name, dtype):
     eager = _model().to(dtype)
     traced = copy.deepcopy(eager)
-    opt_eager = fp.optim.DiagFisher(eager.parameters(), lr=1e-2)
-    opt_traced = fp.optim.DiagFisher(traced.parameters(), lr=1e-2)
+    opt_eager = _build(name, eager.parameters())
+    opt_traced = _build(name, traced.parameters())
     for model, opt in ((eager, opt_eager), (traced, opt_traced)):
         _backward(model, 0)
         opt.step()
@@ -65,6 +83,7 @@ def test_compiled_diag_step_equals_eager_and_never_recompiles(dtype):
     tol = {torch.float32: 1e-5, torch.bfloat16: 1e-2}[dtype]
     for a, b in zip(traced.parameters(), eager.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+    first = opt_traced.state[next(traced.parameters())]  # (LowRank: the group's step)
+    assert float(first["step"]) == 5.0
     for p in traced.parameters():
-        state = opt_traced.state[p]
-        assert state["step"].item() == 5.0 and state["exp_avg"].dtype == torch.float32
+        assert opt_traced.state[p]["exp_avg"].dtype == torch.float32

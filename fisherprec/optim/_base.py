@@ -189,6 +189,12 @@ def _all_ranks_agree(flag: bool, tensors: Sequence[torch.Tensor]) -> bool:
     return bool(value.item() == 0.0)
 
 
+@torch.compiler.disable
+def _step_eagerly(optimizer: FisherOptimizer, closure: Callable[[], Any] | None) -> Any:
+    """A step run by Python inside a compiled region (see traces_step)."""
+    return optimizer._step(closure)
+
+
 class FisherOptimizer(torch.optim.Optimizer, abc.ABC):
     """Base class of the fisherprec optimizers.
 
@@ -397,13 +403,24 @@ class FisherOptimizer(torch.optim.Optimizer, abc.ABC):
                     return i
         return None
 
-    @torch.no_grad()
+    # Whether torch.compile traces step(): the variant keeps its step counts and
+    # lr as tensors and reads nothing back to the host (DiagFisher). Otherwise a
+    # compiled `opt.step` runs the step eagerly behind one graph break, instead
+    # of breaking at every host read and recompiling as the step counts change.
+    traces_step: bool = False
+
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Perform one optimization step; `closure` re-evaluates the loss.
 
         Atomic across groups: every group is gathered and checked (sparse or
         complex gradients, the non-finite policy) before any is updated, so a
         step that raises for its last group has modified nothing."""
+        if not self.traces_step and torch.compiler.is_compiling():
+            return _step_eagerly(self, closure)
+        return self._step(closure)
+
+    @torch.no_grad()
+    def _step(self, closure: Callable[[], Any] | None) -> Any:
         loss = None
         if closure is not None:
             with torch.enable_grad():

@@ -115,6 +115,7 @@ class DiagFisher(FisherOptimizer):
     """
 
     steps_dtensor_shards = True  # element-wise: a shard's step is the step of its slice
+    traces_step = True  # step counts and lr stay tensors when compiled (_step_group_traced)
 
     def __init__(
         self,
