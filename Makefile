@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
-EXTRAS ?= test,plot,progress,rl,dev
+EXTRAS ?= test,plot,progress,rl,dev,hf
 STAMP  := $(VENV)/.fisherprec-installed
 
 .PHONY: all install demo test fuzz bench lint cuda-check clean
