@@ -172,8 +172,26 @@ def fsdp2_every(rank: int) -> dict:
             "params": full(model),
             "types": {k: type(v).__name__ for k, v in first.items() if torch.is_tensor(v)},
             "state_bytes": opt.memory_bytes(),
+            "wide_state_bytes": wide_state_bytes(name, sharded=True),
         }
     return out
+
+
+def make_wide_model() -> torch.nn.Module:
+    """Layer-sized (33k parameters): for the per-rank state bytes."""
+    torch.manual_seed(3)
+    return torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.Linear(256, 64))
+
+
+def wide_state_bytes(name: str, sharded: bool) -> int:
+    """The optimizer's state bytes (this rank's) on the wide model, registry defaults."""
+    wide = make_wide_model()
+    if sharded:
+        wide = shard(wide)
+    opt = fp.optim.registry.build(name, wide.parameters())
+    wide(torch.randn(4, 64)).square().mean().backward()
+    opt.step()
+    return opt.memory_bytes()
 
 
 class EvenModel(torch.nn.Sequential):
