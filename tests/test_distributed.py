@@ -99,10 +99,12 @@ def test_fsdp2_steps_equal_the_one_process_step_of_the_shards(tmp_path_factory, 
     # Each rank holds the state of its own shards (LowRank: plus its r×r algebra).
     assert sum(rank[name]["state_bytes"] for rank in ranks) <= alone + 1024
     assert max(rank[name]["state_bytes"] for rank in ranks) < 0.8 * alone
-    # On a layer-sized model: at most 0.55 × the one-process state per rank.
+    # On a layer-sized model (64 → 256 → 64): at most 0.55 × the one-process state
+    # per rank; Kron 0.6: fully_shard cuts rows, so the (256, 256) column factor
+    # of the (64, 256) weight is whole on each rank (measured 0.59).
     whole = worker.wide_state_bytes(name, sharded=False)
     per_rank = max(rank[name]["wide_state_bytes"] for rank in ranks)
-    assert per_rank <= 0.55 * whole, (per_rank, whole)
+    assert per_rank <= (0.6 if name == "kron" else 0.55) * whole, (per_rank, whole)
 
 
 def test_per_rank_state_resumes_exactly_and_a_dcp_load_never_swaps_ranks(tmp_path):

@@ -286,20 +286,28 @@ class BlockFisher(FisherOptimizer):
                 b,
                 **hyper,
             )
-        # One row per block: the root's b² numbers, then its status (a small integer).
+        # One row per block: the upper triangle of its root (exactly symmetric: the
+        # kernel mirrors it), then its status (a small integer): half the bytes.
+        upper = torch.triu_indices(b, b, device=roots[0].device)
+        at, mirrored = upper[0] * b + upper[1], upper[1] * b + upper[0]
+        width = at.numel()
         local = torch.cat(
             [
-                torch.cat([roots[i][a:c].flatten(1), status[i][a:c, None].to(roots[i].dtype)], 1)
+                torch.cat(
+                    [roots[i][a:c].flatten(1)[:, at], status[i][a:c, None].to(roots[i].dtype)], 1
+                )
                 for i, a, c in mine
             ]
-            or [roots[0].new_empty(0, b * b + 1)]
+            or [roots[0].new_empty(0, width + 1)]
         )
         (pieces,) = split.exchange([local], [sum(counts)])
         for first, rows in pieces:
             for i, a, c in spans(counts, first, first + rows.shape[0]):
                 got = rows[offsets[i] + a - first : offsets[i] + c - first]
-                roots[i][a:c].copy_(got[:, : b * b].view(-1, b, b))
-                status[i][a:c].copy_(got[:, b * b])
+                full = roots[i][a:c].view(c - a, b * b)
+                full[:, at] = got[:, :width]
+                full[:, mirrored] = got[:, :width]
+                status[i][a:c].copy_(got[:, width])
 
 
 register(

@@ -454,7 +454,7 @@ class KronFisher(FisherOptimizer):
                 self._work_split, requests, group["refresh"], eigenvalues, part.device
             )
         for n, bucket in enumerate(due):
-            bucket.refresh(group, states, steps, decomposed[2 * n : 2 * n + 2])
+            bucket.refresh(group, states, steps, decomposed[2 * n : 2 * n + 2], self._work_split, n)
 
     def _refresh_all(self) -> None:
         """Refresh the bases of every block that has factors, as a step due to
@@ -695,10 +695,14 @@ class _Bucket:
         states: list[dict[str, Any]],
         steps: list[int],
         decomposed: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]],
+        split: WorkSplit | None = None,
+        turn: int = 0,
     ) -> None:
         """Install the new bases (and, in mode "kron", eigenvalues) of the
         blocks due from `decomposed`, the results of ``refresh_requests``;
-        blocks whose decomposition fails keep their old ones."""
+        blocks whose decomposition fails keep their old ones. With `split`
+        (DDP work splitting), this rank re-projects its share of the blocks'
+        second moments (batch number `turn`) and one all_gather brings the rest."""
         entries, take, put, buf = self._refreshing, self._take, self._put, self.buffers
         kron = self.mode == "kron"
         valid = take(buf["basis_valid"])
@@ -743,13 +747,15 @@ class _Bucket:
                 put(buf[key], keep_failed(value, take(buf[key])))
         else:
             v_rot = take(buf["exp_avg_sq_rot"])
-            moved = reproject_second_moment(
-                v_rot,
-                take(buf["basis_left"]),
-                new["left"],
-                take(buf["basis_right"]),
-                new["right"],
-            )
+            sides = (take(buf["basis_left"]), new["left"], take(buf["basis_right"]), new["right"])
+            if split is None or split.world == 1:
+                moved = reproject_second_moment(v_rot, *sides)
+            else:
+                count = v_rot.shape[0]
+                start, stop = split.share(count, turn)
+                mine = reproject_second_moment(v_rot[start:stop], *(x[start:stop] for x in sides))
+                (pieces,) = split.exchange([mine.flatten(1)], [count])
+                moved = torch.cat([rows for _, rows in pieces]).view_as(v_rot)
             put(buf["exp_avg_sq_rot"], keep_failed(moved, v_rot))
         for side in ("left", "right"):
             put(buf[f"basis_{side}"], keep_failed(new[side], take(buf[f"basis_{side}"])))
