@@ -66,14 +66,18 @@ class WorkSplit:
         return start, min(start + chunk, count)
 
     def exchange(
-        self, local: Sequence[torch.Tensor], counts: Sequence[int]
+        self,
+        local: Sequence[torch.Tensor],
+        counts: Sequence[int],
+        turns: Sequence[int] | None = None,
     ) -> list[list[tuple[int, torch.Tensor]]]:
         """Every rank's rows of several row-tensors in one ``all_gather``.
 
-        ``local[i]`` holds this rank's rows ``share(counts[i], turn=i)`` of tensor
-        i, as (rows, width), in one dtype and device for all i. Returns, per
-        tensor i, ``[(first row, rows)]`` for each rank's non-empty share:
-        together they are rows 0..counts[i]-1."""
+        ``local[i]`` holds this rank's rows ``share(counts[i], turns[i])`` of
+        tensor i (turns default to 0, 1, 2, ...), as (rows, width), in one dtype
+        and device for all i. Returns, per tensor i, ``[(first row, rows)]`` for
+        each rank's non-empty share: together they are rows 0..counts[i]-1."""
+        turns = range(len(counts)) if turns is None else turns
         widths = [x.shape[1] for x in local]
         chunks = [self.chunk(n) for n in counts]
         size = sum(c * w for c, w in zip(chunks, widths, strict=True))
@@ -86,7 +90,7 @@ class WorkSplit:
         dist.all_gather(parts, packed, group=self.group)
         out: list[list[tuple[int, torch.Tensor]]] = []
         offset = 0
-        for turn, (n, c, w) in enumerate(zip(counts, chunks, widths, strict=True)):
+        for turn, n, c, w in zip(turns, counts, chunks, widths, strict=True):
             pieces = []
             for rank, part in enumerate(parts):
                 start, stop = self.share(n, turn, rank)

@@ -749,12 +749,12 @@ class _Bucket:
             v_rot = take(buf["exp_avg_sq_rot"])
             sides = (take(buf["basis_left"]), new["left"], take(buf["basis_right"]), new["right"])
             if split is None or split.world == 1:
-                moved = reproject_second_moment(v_rot, *sides)
+                moved = _reproject_each(v_rot, *sides)
             else:
                 count = v_rot.shape[0]
                 start, stop = split.share(count, turn)
-                mine = reproject_second_moment(v_rot[start:stop], *(x[start:stop] for x in sides))
-                (pieces,) = split.exchange([mine.flatten(1)], [count])
+                mine = _reproject_each(v_rot[start:stop], *(x[start:stop] for x in sides))
+                (pieces,) = split.exchange([mine.flatten(1)], [count], [turn])
                 moved = torch.cat([rows for _, rows in pieces]).view_as(v_rot)
             put(buf["exp_avg_sq_rot"], keep_failed(moved, v_rot))
         for side in ("left", "right"):
@@ -1064,6 +1064,21 @@ def _decompose_split(
         eigvals = every[:, d * d + 1 :].contiguous() if eigenvalues else None
         results.append((basis, status, eigvals))
     return results
+
+
+def _reproject_each(v_rot: torch.Tensor, *sides: torch.Tensor) -> torch.Tensor:
+    """``reproject_second_moment`` one block at a time. A batched product's
+    rounding can depend on how many matrices share the batch; one at a time,
+    a block's result does not, so a rank that re-projects a share of the
+    blocks (DDP work splitting) gets what one process gets, bit for bit."""
+    if v_rot.shape[0] <= 1:
+        return reproject_second_moment(v_rot, *sides)
+    return torch.cat(
+        [
+            reproject_second_moment(v_rot[k : k + 1], *(x[k : k + 1] for x in sides))
+            for k in range(v_rot.shape[0])
+        ]
+    )
 
 
 def reproject_second_moment(
