@@ -20,9 +20,11 @@ def _split(rank: int, world: int) -> WorkSplit:
     return split
 
 
+@pytest.mark.parametrize("shift", [0, 3])  # turns 0, 1, ... (the default) or given
 @pytest.mark.parametrize("world", [1, 2, 3, 5])
 @pytest.mark.parametrize("counts", [[1], [7, 1, 4], [0, 3], [2, 2, 2, 2, 9]])
-def test_every_row_has_one_owner_and_the_exchange_restores_them(monkeypatch, world, counts):
+def test_every_row_has_one_owner_and_the_exchange_restores_them(monkeypatch, world, counts, shift):
+    turns = [t + shift for t in range(len(counts))]
     generator = torch.Generator().manual_seed(world * 100 + sum(counts))
     widths = [3 + i for i in range(len(counts))]
     full = [torch.randn(n, w, generator=generator) for n, w in zip(counts, widths, strict=True)]
@@ -31,11 +33,11 @@ def test_every_row_has_one_owner_and_the_exchange_restores_them(monkeypatch, wor
     local = []
     for split in splits:
         mine = []
-        for turn, n in enumerate(counts):
-            a, b = split.share(n, turn)
+        for i, n in enumerate(counts):
+            a, b = split.share(n, turns[i])
             for row in range(a, b):
-                owners[turn][row] += 1
-            mine.append(full[turn][a:b])
+                owners[i][row] += 1
+            mine.append(full[i][a:b])
         local.append(mine)
     assert all(count == 1 for rows in owners for count in rows)
     # The collective: every rank's packed buffer, gathered in rank order.
@@ -48,9 +50,10 @@ def test_every_row_has_one_owner_and_the_exchange_restores_them(monkeypatch, wor
                 part.copy_(each)
 
     monkeypatch.setattr(_work_split.dist, "all_gather", all_gather)
+    given = None if shift == 0 else turns
     for split, mine in zip(splits[:-1], local[:-1], strict=True):
-        split.exchange(mine, counts)  # (fills `packed`; the parts are filled on the last call)
-    pieces = splits[-1].exchange(local[-1], counts)
+        split.exchange(mine, counts, given)  # (fills `packed`; the last call fills the parts)
+    pieces = splits[-1].exchange(local[-1], counts, given)
     for i, n in enumerate(counts):
         rebuilt = torch.cat([rows for _, rows in pieces[i]] or [full[i][:0]])
         assert [start for start, _ in pieces[i]] == sorted(start for start, _ in pieces[i])
