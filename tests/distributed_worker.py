@@ -67,6 +67,16 @@ DDP_OPTIMIZERS = {
 }
 
 
+def train_halves(model, opt, rank: int) -> None:
+    """STEPS DDP steps, each rank on its half of the batch of 16."""
+    for k in range(STEPS):
+        x, y = batch(k)
+        half = slice(rank * 8, rank * 8 + 8)
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.mse_loss(model(x[half]), y[half]).backward()
+        opt.step()
+
+
 def ddp(rank: int) -> dict:
     """Every registered Fisher optimizer under DDP, each rank on its half of
     the batch: the parameters after STEPS steps, per optimizer."""
@@ -74,12 +84,7 @@ def ddp(rank: int) -> dict:
     for name, kwargs in DDP_OPTIMIZERS.items():
         model = torch.nn.parallel.DistributedDataParallel(make_model())
         opt = fp.optim.registry.build(name, model.parameters(), lr=1e-2, **kwargs)
-        for k in range(STEPS):
-            x, y = batch(k)
-            half = slice(rank * 8, rank * 8 + 8)
-            opt.zero_grad(set_to_none=True)
-            torch.nn.functional.mse_loss(model(x[half]), y[half]).backward()
-            opt.step()
+        train_halves(model, opt, rank)
         out[name] = [p.detach().reshape(-1).tolist() for p in model.module.parameters()]
     return out
 
@@ -135,12 +140,7 @@ def split(rank: int) -> dict:
                 name.partition("-")[0], model.parameters(), lr=1e-2, process_group=group, **kwargs
             )
             counts["blocks"] = 0
-            for k in range(STEPS):
-                x, y = batch(k)
-                half = slice(rank * 8, rank * 8 + 8)
-                opt.zero_grad(set_to_none=True)
-                torch.nn.functional.mse_loss(model(x[half]), y[half]).backward()
-                opt.step()
+            train_halves(model, opt, rank)
             out[f"{name}/{'split' if splitting else 'whole'}"] = {
                 "params": [p.detach().reshape(-1).tolist() for p in model.module.parameters()],
                 "blocks": counts["blocks"],
