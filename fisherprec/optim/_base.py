@@ -18,6 +18,7 @@ import torch
 from torch.distributed.tensor import DTensor
 
 from fisherprec import ops
+from fisherprec.optim._work_split import WorkSplit
 
 NONFINITE_POLICIES = ("propagate", "raise", "skip")
 GRAFTS = ("diag", None)  # graft="diag": rescale each update to the norm of the Adam step
@@ -237,7 +238,7 @@ class FisherOptimizer(torch.optim.Optimizer, abc.ABC):
         shards = []
         for i, p in enumerate(group["params"]):
             if isinstance(p, DTensor):
-                if getattr(self, "_work_split", None) is not None:
+                if self._work_split is not None:
                     raise TypeError(
                         f"params[{i}] is a DTensor: process_group splits the refresh work "
                         "under DDP, where every rank holds whole parameters; with sharded "
@@ -291,23 +292,24 @@ class FisherOptimizer(torch.optim.Optimizer, abc.ABC):
         # into the current ones), so keeping the attributes is a full backup.
         backup = dict(self.__dict__)
         shards = [p for g in self.param_groups for p in g["params"] if isinstance(p, DTensor)]
+        error: Exception | None = None
         try:
             self._load_state_dict(state_dict)
         except Exception as err:
-            self.__dict__.clear()
-            self.__dict__.update(backup)
-            # Sharded: every rank must leave the load alike, or the ranks that
-            # went on would wait in collectives the others never join.
-            if shards:
-                _all_ranks_agree(False, shards)
-            raise err from None
-        if shards and not _all_ranks_agree(True, shards):
-            self.__dict__.clear()
-            self.__dict__.update(backup)
-            raise RuntimeError(
-                f"{type(self).__name__}.load_state_dict: another rank refused its part of this "
-                "checkpoint (its error says why); nothing was loaded on any rank"
-            )
+            error = err
+        # Sharded: every rank must leave the load alike, or the ranks that went
+        # on would wait in collectives the others never join.
+        loaded = _all_ranks_agree(error is None, shards) if shards else error is None
+        if loaded:
+            return
+        self.__dict__.clear()
+        self.__dict__.update(backup)
+        if error is not None:
+            raise error
+        raise RuntimeError(
+            f"{type(self).__name__}.load_state_dict: another rank refused its part of this "
+            "checkpoint (its error says why); nothing was loaded on any rank"
+        )
 
     def _load_state_dict(self, state_dict: dict[str, Any]) -> None:
         saved = state_dict["state"]
@@ -402,6 +404,10 @@ class FisherOptimizer(torch.optim.Optimizer, abc.ABC):
                 if not torch.isfinite(grads[i]).all():
                     return i
         return None
+
+    # Refresh work split across DDP ranks (process_group=; Block and Kron set it).
+    # Not a group option: a process group cannot be saved or differ per group.
+    _work_split: WorkSplit | None = None
 
     # Whether torch.compile traces step(): the variant keeps its step counts and
     # lr as tensors and reads nothing back to the host (DiagFisher). Otherwise a

@@ -26,9 +26,11 @@ import torch
 import torch.distributed as dist
 
 
-def check_process_group(group: Any) -> Any:
-    """`group` if it is None or a usable torch.distributed process group; a clear
-    error otherwise (raised at construction, not at the first refresh)."""
+def work_split(group: Any) -> WorkSplit | None:
+    """The split across `group`'s ranks (None without a group); a clear error
+    for anything that is not a usable torch.distributed process group (raised
+    at construction, not at the first refresh). A group of one rank splits
+    nothing but takes the same path, so it is checked the same way."""
     if group is None:
         return None
     if not dist.is_available():
@@ -43,7 +45,7 @@ def check_process_group(group: Any) -> Any:
             f"process_group must be a torch.distributed ProcessGroup (e.g. "
             f"torch.distributed.group.WORLD), got {type(group).__name__}"
         )
-    return group
+    return WorkSplit(group)
 
 
 class WorkSplit:

@@ -23,7 +23,7 @@ from fisherprec.optim._base import (
     local,
     shard_fingerprint,
 )
-from fisherprec.optim._work_split import WorkSplit, check_process_group, spans
+from fisherprec.optim._work_split import spans, work_split
 from fisherprec.optim.registry import OptimizerEntry, register
 
 __all__ = ["BlockFisher"]
@@ -127,9 +127,7 @@ class BlockFisher(FisherOptimizer):
         nonfinite: str = "propagate",
         process_group: Any = None,
     ) -> None:
-        process_group = check_process_group(process_group)
-        # Not a group option: a process group cannot be saved or differ per group.
-        self._work_split = None if process_group is None else WorkSplit(process_group)
+        self._work_split = work_split(process_group)
         defaults = {
             "lr": lr,
             "block_size": block_size,
@@ -147,10 +145,6 @@ class BlockFisher(FisherOptimizer):
 
     # Blocks stay inside a shard: a shard's step is the step of its own blocks.
     steps_dtensor_shards = True
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        super().__setstate__(state)
-        self.__dict__.setdefault("_work_split", None)
 
     @property
     def root_failures(self) -> int:
@@ -174,6 +168,7 @@ class BlockFisher(FisherOptimizer):
     ) -> list[dict[str, Any]]:
         states = []
         for p in params:
+            device = local(p).device
             shape = ops.block_shape(local(p).numel(), group["block_size"])  # (per shard)
             flat = {"dtype": torch.float32, "memory_format": torch.contiguous_format}
             states.append(
@@ -181,13 +176,13 @@ class BlockFisher(FisherOptimizer):
                     "step": torch.tensor(0.0, dtype=torch.float32),
                     "exp_avg": torch.zeros_like(p, **flat),
                     "exp_avg_sq": torch.zeros_like(p, **flat),
-                    "fisher": torch.zeros(shape, dtype=torch.float32, device=local(p).device),
-                    "root": torch.zeros(shape, dtype=torch.float32, device=local(p).device),
+                    "fisher": torch.zeros(shape, dtype=torch.float32, device=device),
+                    "root": torch.zeros(shape, dtype=torch.float32, device=device),
                     "root_status": torch.full(
-                        shape[:1], ops.ROOT_NONE, dtype=torch.int32, device=local(p).device
+                        shape[:1], ops.ROOT_NONE, dtype=torch.int32, device=device
                     ),
                     # On the parameter's device: counting needs no host sync.
-                    "root_failures": torch.zeros((), dtype=torch.int64, device=local(p).device),
+                    "root_failures": torch.zeros((), dtype=torch.int64, device=device),
                 }
             )
             shard = shard_fingerprint(p)
@@ -269,7 +264,7 @@ class BlockFisher(FisherOptimizer):
         status = [s["root_status"] for s in states]
         hyper = {"scale": scale, "damping": group["damping"], "power": group["power"]}
         split = self._work_split
-        if split is None or split.world == 1:
+        if split is None:
             ops.block_inv_root_(fisher, roots, status, numels, b, **hyper)
             return
         # Blocks numbered across the tensors, this rank's contiguous share of them.
@@ -291,7 +286,7 @@ class BlockFisher(FisherOptimizer):
         upper = torch.triu_indices(b, b, device=roots[0].device)
         at, mirrored = upper[0] * b + upper[1], upper[1] * b + upper[0]
         width = at.numel()
-        local = torch.cat(
+        rows_here = torch.cat(
             [
                 torch.cat(
                     [roots[i][a:c].flatten(1)[:, at], status[i][a:c, None].to(roots[i].dtype)], 1
@@ -300,7 +295,7 @@ class BlockFisher(FisherOptimizer):
             ]
             or [roots[0].new_empty(0, width + 1)]
         )
-        (pieces,) = split.exchange([local], [sum(counts)])
+        (pieces,) = split.exchange([rows_here], [sum(counts)])
         for first, rows in pieces:
             for i, a, c in spans(counts, first, first + rows.shape[0]):
                 got = rows[offsets[i] + a - first : offsets[i] + c - first]

@@ -33,7 +33,7 @@ from fisherprec.optim._base import (
     local,
     shard_fingerprint,
 )
-from fisherprec.optim._work_split import WorkSplit, check_process_group
+from fisherprec.optim._work_split import WorkSplit, work_split
 from fisherprec.optim.registry import OptimizerEntry, register
 
 __all__ = ["KronFisher", "state_bytes"]
@@ -266,9 +266,7 @@ class KronFisher(FisherOptimizer):
         nonfinite: str = "propagate",
         process_group: Any = None,
     ) -> None:
-        group = check_process_group(process_group)
-        # Not a group option: a process group cannot be saved or differ per group.
-        self._work_split = None if group is None else WorkSplit(group)
+        self._work_split = work_split(process_group)
         defaults = {
             "lr": lr,
             "betas": tuple(betas) if isinstance(betas, Sequence) else betas,
@@ -322,7 +320,6 @@ class KronFisher(FisherOptimizer):
         super().__setstate__(state)
         self.__dict__.setdefault("_layouts", {})
         self.__dict__.setdefault("_plans", {})
-        self.__dict__.setdefault("_work_split", None)
 
     @property
     def eig_failures(self) -> int:
@@ -445,7 +442,7 @@ class KronFisher(FisherOptimizer):
         process group when there is one), then the reprojections."""
         requests = [r for bucket in due for r in bucket.refresh_requests()]
         eigenvalues = group["mode"] == "kron"
-        if self._work_split is None or self._work_split.world == 1:
+        if self._work_split is None:
             decomposed = _decompose_all(
                 requests, group["refresh"], eigenvalues=eigenvalues, device=part.device
             )
@@ -545,8 +542,9 @@ class KronFisher(FisherOptimizer):
             for bucket, d in zip(part.buckets, directions, strict=True):
                 bucket.apply(targets, d, -lr)
             for i, target in zip(part.indices, targets, strict=True):
-                if target is not local(params[i]):
-                    local(params[i]).copy_(target)
+                shard = local(params[i])
+                if target is not shard:
+                    shard.copy_(target)
 
 
 # ------------------------------------------------------------------ batching
@@ -748,7 +746,7 @@ class _Bucket:
         else:
             v_rot = take(buf["exp_avg_sq_rot"])
             sides = (take(buf["basis_left"]), new["left"], take(buf["basis_right"]), new["right"])
-            if split is None or split.world == 1:
+            if split is None:
                 moved = _reproject_each(v_rot, *sides)
             else:
                 count = v_rot.shape[0]
@@ -1027,20 +1025,14 @@ def _decompose_split(
     exact in any float)."""
     shares = [split.share(factor.shape[0], turn) for turn, (factor, _, _) in enumerate(requests)]
     mine = [i for i, (a, b) in enumerate(shares) if b > a]
-    computed = dict(
-        zip(
-            mine,
-            _decompose_all(
-                [tuple(x[shares[i][0] : shares[i][1]] for x in requests[i]) for i in mine],
-                refresh,
-                eigenvalues=eigenvalues,
-                device=device,
-            )
-            if mine
-            else [],
-            strict=True,
-        )
+    ours = [
+        (factor[a:b], old[a:b], valid[a:b])
+        for (factor, old, valid), (a, b) in ((requests[i], shares[i]) for i in mine)
+    ]
+    results_here = (
+        _decompose_all(ours, refresh, eigenvalues=eigenvalues, device=device) if ours else []
     )
+    computed = dict(zip(mine, results_here, strict=True))
     rows = []
     for i, (factor, _, _) in enumerate(requests):
         d = factor.shape[-1]
