@@ -184,7 +184,7 @@ class _FiniteMDP:
         policy: torch.Tensor | None = None,
         with_q: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float, float]:
-        v_new, greedy, q, delta = ops._bellman_backup_checked(
+        v_new, greedy, q, delta = ops.bellman.bellman_backup_checked(
             self.indptr,
             self.indices,
             self.values,
@@ -242,7 +242,7 @@ def _csr_parts(P: object) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int
             raise ValueError(
                 f"P.indptr has shape {tuple(indptr.shape)}, expected ({S * A + 1},) = (S·A + 1,)"
             )
-        ops.check_csr_structure(indptr, indices, S, name="P")
+        ops.bellman.check_csr_structure(indptr, indices, S, name="P")
         return indptr, indices, values, S, A
     if isinstance(P, torch.Tensor) and P.layout == torch.sparse_csr:
         if P.dim() == 2:
@@ -262,7 +262,7 @@ def _csr_parts(P: object) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int
             indices, values = col.reshape(-1), P.values().reshape(-1)
         else:
             raise ValueError(f"a sparse CSR P must be 2-D or 3-D, got shape {tuple(P.shape)}")
-        ops.check_csr_structure(indptr, indices, S, name="P")
+        ops.bellman.check_csr_structure(indptr, indices, S, name="P")
         return (*_state_major(indptr, indices, values, S, A), S, A)
     if isinstance(P, torch.Tensor) and P.layout == torch.sparse_coo:
         if P.dim() != 3:

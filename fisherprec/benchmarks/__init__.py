@@ -12,14 +12,14 @@ Modules are discovered, so a new variant needs no edit here.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+
+from fisherprec._discovery import import_submodules
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,7 @@ def register(variant: str) -> Callable[[Factory], Factory]:
 
 
 def variants() -> list[str]:
-    for module in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{module.name}")
+    import_submodules(__name__, __path__)
     return sorted(_FACTORIES)
 
 

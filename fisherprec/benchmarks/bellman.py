@@ -73,10 +73,10 @@ def cases(sizes: Sequence[str] | None, device: torch.device) -> list[BenchCase]:
         P, reward = random_mdp(S, NUM_ACTIONS, SUCCESSORS, generator=generator)
         assert isinstance(P, CSRTransitions)
         v = torch.randn(S, generator=generator, dtype=torch.float64)
-        ops.check_csr_structure(P.indptr, P.indices, S)
+        ops.bellman.check_csr_structure(P.indptr, P.indices, S)
 
         def native(P=P, reward=reward, v=v):
-            v_new, policy, _, _ = ops._bellman_backup_checked(
+            v_new, policy, _, _ = ops.bellman.bellman_backup_checked(
                 P.indptr, P.indices, P.values, reward, v, GAMMA, None, False, check_structure=False
             )
             return v_new, policy

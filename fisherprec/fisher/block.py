@@ -44,7 +44,7 @@ class Block(FisherEstimator):
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__(num_params, beta=beta, damping=damping, device=device)
-        self.block_size = ops._check_block_size(block_size)
+        self.block_size = ops.block.check_block_size(block_size)
         shape = ops.block_shape(num_params, self.block_size)
         self.num_blocks = shape[0]
         self.state = torch.zeros(shape, dtype=torch.float64, device=self.device)

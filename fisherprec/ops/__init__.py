@@ -14,13 +14,17 @@ One module per kernel family (``reduce``, ``bellman``, ``design``, ``diag``,
    ``ValueError`` / ``RuntimeError`` naming the bad argument, then calls
    ``torch.ops.fisherprec.<name>``.
 
-A new family is a new module here plus its binding file in csrc/bindings/; this
-file lists the families so that importing ``fisherprec.ops`` defines every op.
+A new family is a new module here plus its binding file in csrc/bindings/;
+nothing in this file names it: importing ``fisherprec.ops`` imports every
+module of the package (which defines its ops) and re-exports each family's
+``__all__`` here (``ops.block_inv_root_``).
 """
 
 from __future__ import annotations
 
-from fisherprec.ops import bellman, block, design, diag, lowrank, reduce
+import sys
+
+from fisherprec._discovery import import_submodules
 from fisherprec.ops._native import (
     CUDA_BUILT,
     FLOATING_DTYPES,
@@ -32,26 +36,6 @@ from fisherprec.ops._native import (
     num_threads,
     numels,
 )
-from fisherprec.ops.bellman import (
-    BELLMAN_DTYPES,
-    _bellman_backup_checked,
-    bellman_backup,
-    check_csr_structure,
-)
-from fisherprec.ops.block import (
-    BLOCK_STATE_DTYPES,
-    MAX_BLOCK_SIZE,
-    ROOT_NO_CONVERGENCE,
-    ROOT_NONE,
-    ROOT_NONFINITE_INPUT,
-    ROOT_NONFINITE_OUTPUT,
-    ROOT_OK,
-    _check_block_size,
-    block_fisher_step_,
-    block_inv_root_,
-    block_outer_update_,
-    block_shape,
-)
 from fisherprec.ops.checks import (
     check_betas,
     check_device,
@@ -62,26 +46,14 @@ from fisherprec.ops.checks import (
     check_tensor,
     check_tensor_list,
 )
-from fisherprec.ops.design import design_score_step
-from fisherprec.ops.diag import (
-    DIAG_PARAM_DTYPES,
-    DIAG_STATE_DTYPES,
-    check_diag_step_args,
-    diag_fisher_update_,
-    diag_step_,
-    diag_step_unchecked_,
-)
-from fisherprec.ops.lowrank import (
-    LOWRANK_MAX_RANK,
-    LOWRANK_WINDOW_DTYPES,
-    lowrank_combine,
-    lowrank_dots,
-    lowrank_insert,
-    lowrank_stats,
-)
-from fisherprec.ops.reduce import sum_of_squares
 
-FAMILIES = (reduce, bellman, design, diag, block, lowrank)
+_modules = [sys.modules[f"{__name__}.{name}"] for name in import_submodules(__name__, __path__)]
+# A family is a module that defines ops (checks.py defines none).
+FAMILIES = tuple(
+    m for m in _modules if any(e.family == m.__name__.rsplit(".", 1)[-1] for e in REGISTRY.values())
+)
+for _family in FAMILIES:
+    globals().update({name: getattr(_family, name) for name in _family.__all__})
 
 __all__ = [
     "FLOATING_DTYPES",

@@ -147,12 +147,12 @@ def bellman_backup(
     non-decreasing from 0 to nnz, successors in [0, S)); the solvers of
     :mod:`fisherprec.bellman` validate it once per problem instead.
     """
-    return _bellman_backup_checked(
+    return bellman_backup_checked(
         indptr, indices, values, reward, v, gamma, policy, with_q, check_structure=True
     )
 
 
-def _bellman_backup_checked(
+def bellman_backup_checked(
     indptr: torch.Tensor,
     indices: torch.Tensor,
     values: torch.Tensor,

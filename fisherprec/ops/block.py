@@ -24,6 +24,11 @@ ROOT_OK, ROOT_NONFINITE_INPUT, ROOT_NO_CONVERGENCE, ROOT_NONFINITE_OUTPUT, ROOT_
 __all__ = [
     "BLOCK_STATE_DTYPES",
     "MAX_BLOCK_SIZE",
+    "ROOT_NONE",
+    "ROOT_NONFINITE_INPUT",
+    "ROOT_NONFINITE_OUTPUT",
+    "ROOT_NO_CONVERGENCE",
+    "ROOT_OK",
     "block_fisher_step_",
     "block_inv_root_",
     "block_outer_update_",
@@ -36,7 +41,7 @@ def block_shape(numel: int, block_size: int) -> tuple[int, int, int]:
     return (-(-numel // block_size), block_size, block_size)
 
 
-def _check_block_size(block_size: object) -> int:
+def check_block_size(block_size: object) -> int:
     if (
         isinstance(block_size, bool)
         or not isinstance(block_size, int)
@@ -203,7 +208,7 @@ def block_outer_update_(
         (tensor([[1., 2.],
                 [2., 4.]]), tensor([[9.]]))
     """
-    block_size = _check_block_size(block_size)
+    block_size = check_block_size(block_size)
     rows = check_tensor_list("rows", rows, dtypes=FLOATING_DTYPES, same_dtype=True)
     for i, r in enumerate(rows):
         if r.dim() != 2:
@@ -263,7 +268,7 @@ def block_inv_root_(
         (tensor([[0.5000, 0.0000],
                 [0.0000, 0.2500]]), tensor([0], dtype=torch.int32))
     """
-    block_size = _check_block_size(block_size)
+    block_size = check_block_size(block_size)
     numels = [int(n) for n in numels]
     if any(n < 0 for n in numels):
         raise ValueError(f"Invalid numels: {numels}")
@@ -314,7 +319,7 @@ def block_fisher_step_(
         params, grads: one floating dtype; exp_avgs, exp_avg_sqs: float32 like params;
         roots: float32 (ceil(n/b), b, b) per param; status: int32 (ceil(n/b),) per param.
     """
-    block_size = _check_block_size(block_size)
+    block_size = check_block_size(block_size)
     params = check_tensor_list("params", params, dtypes=FLOATING_DTYPES)
     grads = check_tensor_list(
         "grads", grads, dtypes=(params[0].dtype,), like=params, like_name="params"

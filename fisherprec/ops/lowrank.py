@@ -21,6 +21,7 @@ from fisherprec.ops.checks import (
 LOWRANK_WINDOW_DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.float64, torch.bfloat16)
 LOWRANK_MAX_RANK = 256  # must match csrc/include/fisherprec/lowrank.h:kLowrankMaxRank
 __all__ = [
+    "LOWRANK_MAX_RANK",
     "LOWRANK_WINDOW_DTYPES",
     "lowrank_combine",
     "lowrank_dots",

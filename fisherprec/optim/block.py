@@ -154,7 +154,7 @@ class BlockFisher(FisherOptimizer):
     @classmethod
     def _check_group(cls, group: dict[str, Any]) -> None:
         super()._check_group(group)
-        ops._check_block_size(group["block_size"])
+        ops.block.check_block_size(group["block_size"])
         check_betas(group["betas"])
         check_nonnegative("damping", group["damping"])
         check_positive_int("update_every", group["update_every"])

@@ -246,7 +246,7 @@ class DiagFisher(FisherOptimizer):
             for i in idx:  # normally one step count for the whole bucket
                 by_step[step_values[i]].append(i)
             for step, sub in by_step.items():
-                ops.diag_step_unchecked_(
+                ops.diag.diag_step_unchecked_(
                     [params[i] for i in sub],
                     [grads[i] for i in sub],
                     [moments[i][0] for i in sub],

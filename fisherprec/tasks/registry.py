@@ -19,11 +19,12 @@ Example:
 from __future__ import annotations
 
 import importlib
-import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
+
+from fisherprec._discovery import import_submodules
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -87,9 +88,7 @@ def register(task: Task) -> Task:
 
 def _discover() -> None:
     package = importlib.import_module("fisherprec.tasks")
-    for module in pkgutil.iter_modules(package.__path__):
-        if not module.name.startswith("_") and module.name != "registry":
-            importlib.import_module(f"fisherprec.tasks.{module.name}")
+    import_submodules(package.__name__, package.__path__)
 
 
 def names() -> list[str]:
