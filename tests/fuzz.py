@@ -207,6 +207,12 @@ def _design_score_step(rng):
     return args, {"beta": 0.5, "gamma": 0.1, "eta": 1.0}, {"s", "t", "out"}
 
 
+def _symmetric_eigh(rng):
+    k, n = rng.choice([1, 3]), rng.choice([1, 2, 5])
+    m = _rand(rng, k, n, n, dtype=rng.choice([torch.float32, torch.float64]))
+    return {"matrices": m @ m.mT}, {}, set()
+
+
 OP_SAMPLES: dict[str, Callable[[random.Random], Sample]] = {
     "sum_of_squares": _sum_of_squares,
     "diag_step_": _diag_step,
@@ -220,6 +226,7 @@ OP_SAMPLES: dict[str, Callable[[random.Random], Sample]] = {
     "lowrank_combine": _lowrank_combine,
     "bellman_backup": _bellman_backup,
     "design_score_step": _design_score_step,
+    "symmetric_eigh": _symmetric_eigh,
 }
 
 # ---------------------------------------------------------------- mutations
@@ -237,8 +244,12 @@ def _values(rng: random.Random, t: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _layout(rng: random.Random, t: torch.Tensor) -> tuple[torch.Tensor, str] | None:
-    kinds = ["dtype", "meta"]
+def _layout(
+    rng: random.Random, t: torch.Tensor, *, alone: bool = False
+) -> tuple[torch.Tensor, str] | None:
+    # A lone tensor argument on the meta device is the all-meta case, which the
+    # fake must accept; with others it is a device mismatch to refuse.
+    kinds = ["dtype"] if alone else ["dtype", "meta"]
     if t.numel() > 1:
         kinds += ["strided", "expanded"]
     kind = rng.choice(kinds)
@@ -296,7 +307,7 @@ def fuzz_op(name: str, rng: random.Random) -> str:
     detail = ""
     if kind == "layout":
         slot = rng.choice(slots)
-        mutated = _layout(rng, _get(args, slot))
+        mutated = _layout(rng, _get(args, slot), alone=len(slots) == 1)
         if mutated is not None:
             tensor, detail = mutated
             _put(args, slot, tensor)

@@ -143,6 +143,17 @@ def _lowrank_combine(g, dtype):
     return out, x, _window(g, dtype), 3, _randn(g, 4, dtype=torch.float64), 0.5
 
 
+def _symmetric_eigh(g, dtype):
+    m = _randn(g, 3, 5, 5, dtype=dtype)
+    out = torch.float64
+    return (
+        m @ m.mT,
+        torch.empty(3, 5, dtype=out),
+        torch.empty(3, 5, 5, dtype=out),
+        torch.empty(3, dtype=torch.int32),
+    )
+
+
 FLOATS = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 WINDOWS = (torch.float32, torch.float64, torch.bfloat16)
 
@@ -161,5 +172,6 @@ OP_INFOS: dict[str, OpInfo] = {
         OpInfo("lowrank_dots", WINDOWS, _lowrank_dots),
         OpInfo("lowrank_stats", WINDOWS, _lowrank_stats),
         OpInfo("lowrank_combine", WINDOWS, _lowrank_combine),
+        OpInfo("symmetric_eigh", (torch.float32, torch.float64), _symmetric_eigh),
     ]
 }
