@@ -173,9 +173,19 @@ def _finite_per_matrix(x: torch.Tensor) -> torch.Tensor:
     return finite
 
 
+# Below this size a CPU batch goes to the native solver (ops.symmetric_eigh),
+# above it to LAPACK: `fisherprec bench eigh` on the 2-core machine, see
+# docs/benchmarks.md, "Batched eigensolver".
+NATIVE_EIGH_MAX_DIM = 48
+
+
 def safe_eigh(matrices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Eigen-decompositions of a (K, d, d) batch of symmetric matrices, one
     outcome per matrix instead of one exception for the batch.
+
+    CPU batches of d ≤ ``NATIVE_EIGH_MAX_DIM`` run the native batched solver
+    (float64 inside, whatever the dtype); larger ones and other devices run
+    ``torch.linalg.eigh``.
 
     Returns (eigenvalues (K, d) ascending, eigenvectors (K, d, d), status (K,)
     int32): ``ops.ROOT_OK``; ``ops.ROOT_NONFINITE_INPUT`` for a matrix holding
@@ -183,6 +193,14 @@ def safe_eigh(matrices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch
     LAPACK fails on it; ``ops.ROOT_NONFINITE_OUTPUT``. Failed entries hold NaN.
     Runs in the dtype of `matrices` (the callers pass float64)."""
     k, d = matrices.shape[0], matrices.shape[-1]
+    if (
+        matrices.device.type == "cpu"
+        and d <= NATIVE_EIGH_MAX_DIM
+        and matrices.dtype in ops.EIGH_DTYPES
+        and not torch.compiler.is_compiling()
+    ):
+        eigvals, eigvecs, status = ops.symmetric_eigh(matrices.contiguous())
+        return eigvals.to(matrices.dtype), eigvecs.to(matrices.dtype), status
     meta = matrices.device.type == "meta"
     ok = torch.tensor(ops.ROOT_OK, dtype=torch.int32, device=matrices.device)
     finite = _finite_per_matrix(matrices)
