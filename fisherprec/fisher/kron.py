@@ -173,10 +173,11 @@ def _finite_per_matrix(x: torch.Tensor) -> torch.Tensor:
     return finite
 
 
-# Below this size a CPU batch goes to the native solver (ops.symmetric_eigh),
-# above it to LAPACK: `fisherprec bench eigh` on the 2-core machine, see
-# docs/benchmarks.md, "Batched eigensolver".
-NATIVE_EIGH_MAX_DIM = 48
+# Up to this size a CPU batch goes to the native solver (ops.symmetric_eigh),
+# above it to LAPACK: on the same batch the native one measured 1.5-1.7× at
+# d = 96-128 and 0.98-1.2× at 256 (`fisherprec bench eigh`, docs/benchmarks.md,
+# "the batched symmetric eigensolver").
+NATIVE_EIGH_MAX_DIM = 128
 
 
 def safe_eigh(matrices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

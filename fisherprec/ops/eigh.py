@@ -64,8 +64,10 @@ def symmetric_eigh(matrices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, 
     Example:
         >>> import torch, fisherprec.ops as ops
         >>> w, q, status = ops.symmetric_eigh(torch.tensor([[[2.0, 1.0], [1.0, 2.0]]]))
-        >>> w
+        >>> w.round(decimals=12)
         tensor([[1., 3.]], dtype=torch.float64)
+        >>> bool(torch.allclose(q @ torch.diag_embed(w) @ q.mT, torch.tensor([[[2.0, 1], [1, 2]]], dtype=torch.float64)))
+        True
         >>> status.tolist() == [ops.ROOT_OK]
         True
     """
