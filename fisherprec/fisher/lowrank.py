@@ -38,6 +38,32 @@ def small_eigh(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         torch.set_num_threads(threads)
 
 
+def window_insert(
+    gram: torch.Tensor,
+    weights: torch.Tensor,
+    inserted: int,
+    dots: torch.Tensor,
+    decay: float,
+) -> tuple[int, int]:
+    """Record one gradient written to a ring-buffer window: the bookkeeping that
+    `LowRank` and `fisherprec.optim.LowRankFisher` share (each computes the new
+    row's dot products with the window its own way).
+
+    Rows fill slots 0, 1, … in order, then replace the oldest: the `inserted`-th
+    row (counting from 0) takes slot ``inserted % rank``. `dots` holds
+    gᵀ G[j] for the k = min(inserted + 1, rank) filled slots j, the new row's
+    own squared norm at its slot; row and column ``slot`` of the Gram matrix
+    K = GGᵀ become `dots`, every weight σ_j is multiplied by `decay` and the new
+    row's is 1. Returns (slot, k)."""
+    rank = weights.shape[0]
+    slot, k = inserted % rank, min(inserted + 1, rank)
+    gram[slot, :k] = dots
+    gram[:k, slot] = dots
+    weights.mul_(decay)
+    weights[slot] = 1.0
+    return slot, k
+
+
 def window_root_coefficients(
     eigvals: torch.Tensor, normalizer: float | torch.Tensor, damping: float, power: float
 ) -> torch.Tensor:
@@ -122,13 +148,10 @@ class LowRank(FisherEstimator):
             # oldest. Counted per written row, not per observation: the rows
             # skipped above never took a slot.
             slot = self.inserted % self.rank
-            self.inserted += 1
             self.columns = min(self.columns + 1, self.rank)
             dots = ops.lowrank_insert(self.window, slot, self.columns, [row])
-            self.gram[slot, : self.columns] = dots
-            self.gram[: self.columns, slot] = dots
-            self.weights.mul_(self.decay)
-            self.weights[slot] = 1.0
+            window_insert(self.gram, self.weights, self.inserted, dots, self.decay)
+            self.inserted += 1
         self._eig = None
 
     # ----------------------------------------------------------- helpers
@@ -204,4 +227,4 @@ class LowRank(FisherEstimator):
         )
 
 
-__all__ = ["LowRank", "small_eigh", "window_root_coefficients"]
+__all__ = ["LowRank", "small_eigh", "window_insert", "window_root_coefficients"]

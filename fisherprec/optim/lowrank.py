@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from fisherprec import ops
-from fisherprec.fisher.lowrank import small_eigh
+from fisherprec.fisher.lowrank import small_eigh, window_insert
 from fisherprec.optim._base import (
     SHARD_KEY,
     FisherOptimizer,
@@ -304,10 +304,7 @@ class LowRankFisher(FisherOptimizer):
             torch.distributed.all_reduce(stats, group=process_group)
         gram, sigma = state[GRAM], state[WEIGHTS]
         if insert:
-            gram[slot, :k] = stats[:k]
-            gram[:k, slot] = stats[:k]
-            sigma.mul_(group["decay"])
-            sigma[slot] = 1.0
+            window_insert(gram, sigma, inserted, stats[:k], group["decay"])
             state[INSERTED] = inserted + 1
             s = sigma[:k]
             eigvals, eigvecs = small_eigh(gram[:k, :k] * s[:, None] * s[None, :])
