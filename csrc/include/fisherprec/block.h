@@ -240,6 +240,15 @@ FP_BLOCK_HD bool tridiagonal_ql(double* V, double* d, double* e, int64_t n) {
 }
 #undef FP_V
 
+// The eigendecomposition of the symmetric matrix in V, in place (eigenvectors
+// in V's columns, eigenvalues in d, unsorted), unless the caller found a
+// non-finite entry while loading it: the outcome as a BlockRootStatus.
+FP_BLOCK_HD int32_t eigen_decompose(double* V, double* d, double* e, int64_t n, bool finite) {
+  if (!finite) return kRootNonFiniteInput;
+  tridiagonalize(V, d, e, n);
+  return tridiagonal_ql(V, d, e, n) ? kRootOk : kRootNoConvergence;
+}
+
 // Doubles of workspace one block_inv_root call needs for a block of size s.
 FP_HD int64_t block_root_workspace(int64_t s) { return s * s + 6 * s; }
 
@@ -261,13 +270,7 @@ FP_BLOCK_HD int32_t block_inv_root(const S* F, S* R, int64_t ld, int64_t s, doub
       finite = finite && isfinite(x);
       V[j * s + i] = x;
     }
-  int32_t status = kRootOk;
-  if (!finite) {
-    status = kRootNonFiniteInput;
-  } else {
-    tridiagonalize(V, d, e, s);
-    if (!tridiagonal_ql(V, d, e, s)) status = kRootNoConvergence;
-  }
+  int32_t status = eigen_decompose(V, d, e, s, finite);
   if (status == kRootOk) {
     // Eigenvalues within the rounding error of the statistic (√s·ε·λ_max, ε
     // of its storage type: ‖δF‖₂ ≤ ‖δF‖_F ≲ √s·ε·‖F‖₂) are zero: without damping their roots would be

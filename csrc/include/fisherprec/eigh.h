@@ -27,13 +27,7 @@ FP_BLOCK_HD int32_t symmetric_eigh(const T* M, double* w, double* V, double* e, 
       finite = finite && isfinite(a) && isfinite(b);
       V[i * n + j] = 0.5 * (a + b);  // exactly symmetric: the solver reads one triangle
     }
-  int32_t status = kRootOk;
-  if (!finite) {
-    status = kRootNonFiniteInput;
-  } else {
-    tridiagonalize(V, w, e, n);
-    if (!tridiagonal_ql(V, w, e, n)) status = kRootNoConvergence;
-  }
+  int32_t status = eigen_decompose(V, w, e, n, finite);
   if (status == kRootOk) {
     // Ascending order, moving whole eigenvectors (contiguous rows of V):
     // selection sort, n swaps of n doubles at most.
