@@ -192,3 +192,23 @@ def test_lapack_threads_restores_the_thread_count():
     with pytest.raises(RuntimeError), lapack_threads(torch.device("cpu")):
         raise RuntimeError("inside")
     assert torch.get_num_threads() == threads
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_safe_eigh_dispatches_small_cpu_batches_to_the_native_solver(dtype):
+    from fisherprec.fisher.kron import NATIVE_EIGH_MAX_DIM, safe_eigh
+
+    g = torch.Generator().manual_seed(2)
+    limit = NATIVE_EIGH_MAX_DIM[dtype]
+    for d in (3, limit, limit + 1):
+        x = torch.randn(3, d, d + 2, generator=g, dtype=torch.float64)
+        m = (x @ x.mT).to(dtype)
+        w, q, status = safe_eigh(m)
+        assert w.dtype == q.dtype == dtype and status.tolist() == [ops.ROOT_OK] * 3
+        if d <= limit:  # the native solver's float64 result, rounded to the dtype
+            w64, q64, _ = ops.symmetric_eigh(m)
+            assert torch.equal(w, w64.to(dtype)) and torch.equal(q, q64.to(dtype))
+        tol = 1e-4 if dtype == torch.float32 else 1e-10
+        a = m.to(torch.float64)
+        recon = q.to(torch.float64) @ torch.diag_embed(w.to(torch.float64)) @ q.to(torch.float64).mT
+        assert ((recon - a).abs().max() / a.abs().max()) < tol

@@ -3,7 +3,9 @@
 definite float64 matrices: the measurement behind Kron's dispatch size
 (``fisherprec.fisher.kron.NATIVE_EIGH_MAX_DIM``).
 
-Workloads ``"<K>x<n>"``: K matrices of size n × n.
+Workloads ``"<K>x<n>"``: K float64 matrices of size n × n; ``"<K>x<n>-fp32"``
+the same in float32 (LAPACK then runs in float32; the native solver always
+in float64).
 """
 
 from __future__ import annotations
@@ -14,19 +16,21 @@ import torch
 
 from fisherprec.benchmarks import BenchCase, register
 
+_SHAPES = [
+    (256, 8),
+    (128, 16),
+    (64, 24),
+    (64, 32),
+    (64, 48),
+    (64, 64),
+    (32, 96),
+    (16, 128),
+    (8, 256),
+]
 SIZES = {
-    f"{k}x{n}": (k, n)
-    for k, n in [
-        (256, 8),
-        (128, 16),
-        (64, 24),
-        (64, 32),
-        (64, 48),
-        (64, 64),
-        (32, 96),
-        (16, 128),
-        (8, 256),
-    ]
+    f"{k}x{n}{suffix}": (k, n, dtype)
+    for k, n in _SHAPES
+    for suffix, dtype in (("", torch.float64), ("-fp32", torch.float32))
 }
 DEFAULT_SIZES = ("128x16", "64x32", "64x64", "16x128")
 
@@ -47,9 +51,11 @@ def cases(sizes: Sequence[str] | None, device: torch.device) -> list[BenchCase]:
     for label in labels:
         if label not in SIZES:
             raise ValueError(f"unknown eigh benchmark size {label!r}; known: {', '.join(SIZES)}")
-        count, n = SIZES[label]
-        matrices = spd_batch(count, n).to(device)
-        moved = 8 * count * (2 * n * n + n)  # read the matrices, write vectors and values
+        count, n, dtype = SIZES[label]
+        matrices = spd_batch(count, n).to(device=device, dtype=dtype)
+        moved = matrices.element_size() * count * n * n + 8 * count * (
+            n * n + n
+        )  # read the matrices, write vectors and values
         out += [
             BenchCase(
                 "eigh", "eigh", label, "fisherprec", lambda m=matrices: ops.symmetric_eigh(m), moved

@@ -173,19 +173,21 @@ def _finite_per_matrix(x: torch.Tensor) -> torch.Tensor:
     return finite
 
 
-# Up to this size a CPU batch goes to the native solver (ops.symmetric_eigh),
-# above it to LAPACK: on the same batch the native one measured 1.5-1.7× at
-# d = 96-128 and 0.98-1.2× at 256 (`fisherprec bench eigh`, docs/benchmarks.md,
-# "the batched symmetric eigensolver").
-NATIVE_EIGH_MAX_DIM = 128
+# Up to these sizes a CPU batch goes to the native solver (ops.symmetric_eigh,
+# float64 inside), above them to LAPACK in the batch's own dtype. On the same
+# batch the native solver measured, against float64 LAPACK, 1.5-1.7× at
+# d = 96-128 and 0.98-1.2× at 256; against float32 LAPACK, which does half the
+# arithmetic work, about 1.4× at 64 and 0.7× at 128 (`fisherprec bench eigh`,
+# docs/benchmarks.md, "the batched symmetric eigensolver").
+NATIVE_EIGH_MAX_DIM = {torch.float64: 128, torch.float32: 64}
 
 
 def safe_eigh(matrices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Eigen-decompositions of a (K, d, d) batch of symmetric matrices, one
     outcome per matrix instead of one exception for the batch.
 
-    CPU batches of d ≤ ``NATIVE_EIGH_MAX_DIM`` run the native batched solver
-    (float64 inside, whatever the dtype); larger ones and other devices run
+    CPU batches of d ≤ ``NATIVE_EIGH_MAX_DIM[dtype]`` run the native batched
+    solver (float64 inside); larger ones and other devices run
     ``torch.linalg.eigh``.
 
     Returns (eigenvalues (K, d) ascending, eigenvectors (K, d, d), status (K,)
@@ -196,8 +198,7 @@ def safe_eigh(matrices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch
     k, d = matrices.shape[0], matrices.shape[-1]
     if (
         matrices.device.type == "cpu"
-        and d <= NATIVE_EIGH_MAX_DIM
-        and matrices.dtype in ops.EIGH_DTYPES
+        and d <= NATIVE_EIGH_MAX_DIM.get(matrices.dtype, 0)
         and not torch.compiler.is_compiling()
     ):
         eigvals, eigvecs, status = ops.symmetric_eigh(matrices.contiguous())
