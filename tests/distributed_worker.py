@@ -1,13 +1,19 @@
 """Two-process gloo runs on the CPU for tests/test_distributed.py:
-``python -m tests.distributed_worker SCENARIO DIR`` spawns two ranks that
-rendezvous through a file in DIR and write DIR/rank<r>.json."""
+``python -m tests.distributed_worker SCENARIO[,SCENARIO...] DIR`` spawns two
+ranks once, which rendezvous through a file in DIR and run the scenarios in
+turn (one process start for all of them: it is most of a scenario's time);
+each writes DIR/<scenario>/rank<r>.json, ``{"result": ...}`` or
+``{"error": traceback}``, so one failing scenario does not hide the others."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import pathlib
 import sys
+import traceback
+from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
@@ -108,9 +114,9 @@ def make_split_model() -> torch.nn.Module:
     )  # fmt: skip
 
 
-def count_decompositions(counts: dict[str, int]) -> None:
+def count_decompositions(counts: dict[str, int]) -> Callable[[], None]:
     """Count the blocks this process decomposes (KronFisher's eigh/QR batches,
-    BlockFisher's roots) in `counts`."""
+    BlockFisher's roots) in `counts`; returns the function that stops counting."""
     from fisherprec.optim import kron
 
     decompose = kron._decompose
@@ -127,10 +133,23 @@ def count_decompositions(counts: dict[str, int]) -> None:
     kron._decompose = counted_decompose
     fp.ops.block_inv_root_ = counted_inv_root
 
+    def restore() -> None:
+        kron._decompose = decompose
+        fp.ops.block_inv_root_ = inv_root
+
+    return restore
+
 
 def split(rank: int) -> dict:
     counts = {"blocks": 0}
-    count_decompositions(counts)
+    stop_counting = count_decompositions(counts)
+    try:
+        return _split(rank, counts)
+    finally:
+        stop_counting()
+
+
+def _split(rank: int, counts: dict[str, int]) -> dict:
     out = {}
     for name, kwargs in SPLIT_OPTIMIZERS.items():
         for splitting in (False, True):
@@ -274,82 +293,100 @@ def _same_state(a: dict, b: dict) -> bool:
     return True
 
 
-def run(rank: int, scenario: str, out: str) -> None:
-    root = pathlib.Path(out)
-    dist.init_process_group(
-        "gloo", init_method=f"file://{root / 'store'}", rank=rank, world_size=WORLD
-    )
+SCENARIOS = ("fsdp2", "fsdp2-every", "per-rank-checkpoints", "skip", "dcp", "load1", "ddp", "split")
+
+
+def run_scenario(rank: int, scenario: str, root: pathlib.Path) -> dict:
+    if scenario == "ddp":
+        return ddp(rank)
+    if scenario == "split":
+        return split(rank)
+    if scenario == "fsdp2-every":
+        return fsdp2_every(rank)
+    if scenario == "per-rank-checkpoints":
+        return per_rank_checkpoints(rank, root)
     result: dict = {}
+    model = shard(make_model())
+    opt = fp.optim.DiagFisher(model.parameters(), lr=1e-2, nonfinite="skip")
+    if scenario == "fsdp2":
+        train(model, opt, range(STEPS))
+        result["params"] = full(model)
+        # State per rank on a layer-sized model (the toy model's 7 rows split 4 + 3).
+        wide = shard(torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.Linear(256, 64)))
+        wide_opt = fp.optim.DiagFisher(wide.parameters())
+        x = torch.randn(4, 64)
+        wide(x).square().mean().backward()
+        wide_opt.step()
+        result["state_bytes"] = wide_opt.memory_bytes()
+        result["state_type"] = type(opt.state[next(model.parameters())]["exp_avg"]).__name__
+    elif scenario == "skip":
+        train(model, opt, range(2))
+        before = full(model)
+        # NaN in rank 1's shard only: both ranks must skip the step.
+        x, y = batch(9)
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        if rank == 1:
+            next(model.parameters()).grad.to_local().view(-1)[0] = float("nan")
+        opt.step()
+        result["unchanged"] = full(model) == before
+        result["skipped"] = opt.skipped_steps
+    elif scenario == "dcp":
+        train(model, opt, range(3))
+        state = {"model": model.state_dict(), "optim": get_optimizer_state_dict(model, opt)}
+        dcp.save(state, checkpoint_id=str(root / "ckpt"))
+        train(model, opt, range(3, STEPS))
+        result["params"] = full(model)
+        resumed = shard(make_model())
+        opt2 = fp.optim.DiagFisher(resumed.parameters(), lr=1e-2, nonfinite="skip")
+        train(resumed, opt2, range(1))  # state exists, then is replaced by the checkpoint's
+        state = {
+            "model": resumed.state_dict(),
+            "optim": get_optimizer_state_dict(resumed, opt2),
+        }
+        dcp.load(state, checkpoint_id=str(root / "ckpt"))
+        resumed.load_state_dict(state["model"])
+        set_optimizer_state_dict(resumed, opt2, state["optim"])
+        train(resumed, opt2, range(3, STEPS))
+        result["resumed"] = full(resumed)
+    elif scenario == "load1":
+        # A checkpoint one plain process wrote after 3 steps (see the test).
+        train(model, opt, range(1))  # state exists, then is replaced by the checkpoint's
+        state = {"model": model.state_dict(), "optim": get_optimizer_state_dict(model, opt)}
+        dcp.load(state, checkpoint_id=str(root / "ckpt1"))
+        model.load_state_dict(state["model"])
+        set_optimizer_state_dict(model, opt, state["optim"])
+        train(model, opt, range(3, STEPS))
+        result["params"] = full(model)
+    else:
+        raise ValueError(scenario)
+    return result
+
+
+def run(rank: int, scenarios: str, out: str) -> None:
+    root = pathlib.Path(out)
+    # A scenario that fails on one rank leaves the other waiting in a
+    # collective: the timeout turns that wait into an error too, and the next
+    # scenario runs.
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{root / 'store'}",
+        rank=rank,
+        world_size=WORLD,
+        timeout=datetime.timedelta(seconds=120),
+    )
     try:
-        if scenario == "ddp":
-            result = ddp(rank)
-            return
-        if scenario == "split":
-            result = split(rank)
-            return
-        if scenario == "fsdp2-every":
-            result = fsdp2_every(rank)
-            return
-        if scenario == "per-rank-checkpoints":
-            result = per_rank_checkpoints(rank, root)
-            return
-        model = shard(make_model())
-        opt = fp.optim.DiagFisher(model.parameters(), lr=1e-2, nonfinite="skip")
-        if scenario == "fsdp2":
-            train(model, opt, range(STEPS))
-            result["params"] = full(model)
-            # State per rank on a layer-sized model (the toy model's 7 rows split 4 + 3).
-            wide = shard(torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.Linear(256, 64)))
-            wide_opt = fp.optim.DiagFisher(wide.parameters())
-            x = torch.randn(4, 64)
-            wide(x).square().mean().backward()
-            wide_opt.step()
-            result["state_bytes"] = wide_opt.memory_bytes()
-            result["state_type"] = type(opt.state[next(model.parameters())]["exp_avg"]).__name__
-        elif scenario == "skip":
-            train(model, opt, range(2))
-            before = full(model)
-            # NaN in rank 1's shard only: both ranks must skip the step.
-            x, y = batch(9)
-            opt.zero_grad(set_to_none=True)
-            torch.nn.functional.mse_loss(model(x), y).backward()
-            if rank == 1:
-                next(model.parameters()).grad.to_local().view(-1)[0] = float("nan")
-            opt.step()
-            result["unchanged"] = full(model) == before
-            result["skipped"] = opt.skipped_steps
-        elif scenario == "dcp":
-            train(model, opt, range(3))
-            state = {"model": model.state_dict(), "optim": get_optimizer_state_dict(model, opt)}
-            dcp.save(state, checkpoint_id=str(root / "ckpt"))
-            train(model, opt, range(3, STEPS))
-            result["params"] = full(model)
-            resumed = shard(make_model())
-            opt2 = fp.optim.DiagFisher(resumed.parameters(), lr=1e-2, nonfinite="skip")
-            train(resumed, opt2, range(1))  # state exists, then is replaced by the checkpoint's
-            state = {
-                "model": resumed.state_dict(),
-                "optim": get_optimizer_state_dict(resumed, opt2),
-            }
-            dcp.load(state, checkpoint_id=str(root / "ckpt"))
-            resumed.load_state_dict(state["model"])
-            set_optimizer_state_dict(resumed, opt2, state["optim"])
-            train(resumed, opt2, range(3, STEPS))
-            result["resumed"] = full(resumed)
-        elif scenario == "load1":
-            # A checkpoint one plain process wrote after 3 steps (see the test).
-            train(model, opt, range(1))  # state exists, then is replaced by the checkpoint's
-            state = {"model": model.state_dict(), "optim": get_optimizer_state_dict(model, opt)}
-            dcp.load(state, checkpoint_id=str(root / "ckpt1"))
-            model.load_state_dict(state["model"])
-            set_optimizer_state_dict(model, opt, state["optim"])
-            train(model, opt, range(3, STEPS))
-            result["params"] = full(model)
-        else:
-            raise ValueError(scenario)
+        for scenario in scenarios.split(","):
+            where = root / scenario
+            where.mkdir(exist_ok=True)
+            dist.barrier()
+            try:
+                outcome = {"result": run_scenario(rank, scenario, where)}
+            except Exception:
+                outcome = {"error": traceback.format_exc()}
+            (where / f"rank{rank}.json").write_text(json.dumps(outcome))
     finally:
         dist.destroy_process_group()
-        (root / f"rank{rank}.json").write_text(json.dumps(result))
     # Done, results written: leave without the interpreter's teardown, where a
     # background C++ thread of gloo or DCP still alive at exit has (rarely, seen
     # twice in ~20 runs here) aborted the process with "terminate called without

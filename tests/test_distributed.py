@@ -21,15 +21,47 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _run(scenario: str, tmp_path) -> list[dict]:
+def _save_one_process_checkpoint(path) -> None:
+    """What the "load1" scenario loads into two ranks: DiagFisher after 3 of
+    STEPS steps in one plain process, saved with DCP."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    model = worker.make_model()
+    opt = fp.optim.DiagFisher(model.parameters(), lr=1e-2, nonfinite="skip")
+    worker.train(model, opt, range(3))
+    state = {"model": model.state_dict(), "optim": get_optimizer_state_dict(model, opt)}
+    with warnings.catch_warnings():  # no process group: a single-process save, as meant
+        warnings.simplefilter("ignore", UserWarning)
+        dcp.save(state, checkpoint_id=str(path))
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    """Every scenario of tests/distributed_worker.py in one 2-rank run (one
+    process start for all: it is most of a scenario's time). Returns
+    ``ranks(scenario)`` (each rank's result; a scenario that raised fails the
+    test that reads it) and ``ranks.root``, where the scenarios wrote."""
+    root = tmp_path_factory.mktemp("two-ranks")
+    _save_one_process_checkpoint(root / "load1" / "ckpt1")
     done = subprocess.run(
-        [sys.executable, "-m", "tests.distributed_worker", scenario, str(tmp_path)],
+        [sys.executable, "-m", "tests.distributed_worker", ",".join(worker.SCENARIOS), str(root)],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(worker.WORLD)]
+
+    def ranks(scenario: str) -> list[dict]:
+        outcomes = [
+            json.loads((root / scenario / f"rank{r}.json").read_text()) for r in range(worker.WORLD)
+        ]
+        for r, outcome in enumerate(outcomes):
+            assert "error" not in outcome, f"rank {r}, scenario {scenario}:\n{outcome['error']}"
+        return [outcome["result"] for outcome in outcomes]
+
+    ranks.root = root
+    return ranks
 
 
 def _single_process(steps: int) -> tuple[list[torch.Tensor], fp.optim.DiagFisher]:
@@ -39,8 +71,8 @@ def _single_process(steps: int) -> tuple[list[torch.Tensor], fp.optim.DiagFisher
     return [p.detach().reshape(-1) for p in model.parameters()], opt
 
 
-def test_fsdp2_step_equals_the_single_process_step(tmp_path):
-    ranks = _run("fsdp2", tmp_path)
+def test_fsdp2_step_equals_the_single_process_step(two_ranks):
+    ranks = two_ranks("fsdp2")
     expected, _ = _single_process(worker.STEPS)
     for rank in ranks:
         assert rank["state_type"] == "DTensor"  # DCP and FSDP2 see sharded state
@@ -80,8 +112,8 @@ def _shards_as_parameters(name: str, kwargs: dict) -> tuple[list[torch.Tensor], 
 
 
 @pytest.mark.parametrize("name", list(worker.FSDP2_OPTIMIZERS))
-def test_fsdp2_steps_equal_the_one_process_step_of_the_shards(tmp_path_factory, name):
-    ranks = _fsdp2_every(tmp_path_factory)
+def test_fsdp2_steps_equal_the_one_process_step_of_the_shards(two_ranks, name):
+    ranks = two_ranks("fsdp2-every")
     expected, alone = _shards_as_parameters(name, worker.FSDP2_OPTIMIZERS[name])
     for rank in ranks:
         for got, want in zip(rank[name]["params"], expected, strict=True):
@@ -107,8 +139,8 @@ def test_fsdp2_steps_equal_the_one_process_step_of_the_shards(tmp_path_factory, 
     assert per_rank <= (0.6 if name == "kron" else 0.55) * whole, (per_rank, whole)
 
 
-def test_per_rank_state_resumes_exactly_and_a_dcp_load_never_swaps_ranks(tmp_path):
-    ranks = _run("per-rank-checkpoints", tmp_path)
+def test_per_rank_state_resumes_exactly_and_a_dcp_load_never_swaps_ranks(two_ranks):
+    ranks = two_ranks("per-rank-checkpoints")
     for rank in ranks:
         for model in ("uneven", "even"):
             for name in worker.FSDP2_OPTIMIZERS:
@@ -122,41 +154,31 @@ def test_per_rank_state_resumes_exactly_and_a_dcp_load_never_swaps_ranks(tmp_pat
         assert any("reloads only into the same rank" in m for m in messages), (name, messages)
 
 
-_FSDP2_EVERY: list[dict] = []
-
-
-def _fsdp2_every(tmp_path_factory) -> list[dict]:
-    """The 2-rank run of every optimizer in FSDP2_OPTIMIZERS, once per session."""
-    if not _FSDP2_EVERY:
-        _FSDP2_EVERY.extend(_run("fsdp2-every", tmp_path_factory.mktemp("fsdp2-every")))
-    return _FSDP2_EVERY
-
-
-def test_a_nonfinite_gradient_on_one_rank_skips_the_step_on_every_rank(tmp_path):
-    for rank in _run("skip", tmp_path):
+def test_a_nonfinite_gradient_on_one_rank_skips_the_step_on_every_rank(two_ranks):
+    for rank in two_ranks("skip"):
         assert rank["unchanged"] and rank["skipped"] == 1
 
 
-def test_dcp_round_trip_resumes_identically(tmp_path):
-    for rank in _run("dcp", tmp_path):
+def test_dcp_round_trip_resumes_identically(two_ranks):
+    for rank in two_ranks("dcp"):
         assert rank["resumed"] == rank["params"]
 
 
-def test_a_two_rank_checkpoint_loads_into_one_process_and_resumes(tmp_path):
+def test_a_two_rank_checkpoint_loads_into_one_process_and_resumes(two_ranks):
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import (
         get_optimizer_state_dict,
         set_optimizer_state_dict,
     )
 
-    ranks = _run("dcp", tmp_path)  # saved after 3 of 5 steps on two ranks
+    ranks = two_ranks("dcp")  # saved after 3 of 5 steps on two ranks
     model = worker.make_model()
     opt = fp.optim.DiagFisher(model.parameters(), lr=1e-2, nonfinite="skip")
     worker.train(model, opt, range(1))  # some state, replaced by the checkpoint's
     state = {"model": model.state_dict(), "optim": get_optimizer_state_dict(model, opt)}
     with warnings.catch_warnings():  # "assuming the intent is to load in a single process": yes
         warnings.simplefilter("ignore", UserWarning)
-        dcp.load(state, checkpoint_id=str(tmp_path / "ckpt"))
+        dcp.load(state, checkpoint_id=str(two_ranks.root / "dcp" / "ckpt"))
     model.load_state_dict(state["model"])
     set_optimizer_state_dict(model, opt, state["optim"])
     assert all(
@@ -171,8 +193,8 @@ def test_a_two_rank_checkpoint_loads_into_one_process_and_resumes(tmp_path):
         )
 
 
-def test_every_fisher_optimizer_under_ddp_equals_the_full_batch_run(tmp_path):
-    ranks = _run("ddp", tmp_path)
+def test_every_fisher_optimizer_under_ddp_equals_the_full_batch_run(two_ranks):
+    ranks = two_ranks("ddp")
     assert ranks[0] == ranks[1]  # every rank holds the same parameters
     # KronFisher's eigen mode is left out of the comparison with one process: in
     # its first steps the factors have a null space whose eigenbasis is arbitrary,
@@ -191,8 +213,8 @@ def test_every_fisher_optimizer_under_ddp_equals_the_full_batch_run(tmp_path):
             )
 
 
-def test_refresh_work_split_across_ranks_changes_nothing_but_the_work(tmp_path):
-    ranks = _run("split", tmp_path)
+def test_refresh_work_split_across_ranks_changes_nothing_but_the_work(two_ranks):
+    ranks = two_ranks("split")
     for name in worker.SPLIT_OPTIMIZERS:
         whole = [rank[f"{name}/whole"] for rank in ranks]
         split = [rank[f"{name}/split"] for rank in ranks]
@@ -214,19 +236,13 @@ def test_a_process_group_without_torch_distributed_initialized_is_a_clear_error(
             fp.optim.registry.build(name, model.parameters(), process_group=object())
 
 
-def test_a_one_process_checkpoint_loads_into_two_fsdp2_ranks_and_resumes(tmp_path):
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
-
+def test_a_one_process_checkpoint_loads_into_two_fsdp2_ranks_and_resumes(two_ranks):
+    # The checkpoint is _save_one_process_checkpoint's (3 steps); training on
+    # from it must equal training straight through in one process.
     model = worker.make_model()
     opt = fp.optim.DiagFisher(model.parameters(), lr=1e-2, nonfinite="skip")
-    worker.train(model, opt, range(3))
-    state = {"model": model.state_dict(), "optim": get_optimizer_state_dict(model, opt)}
-    with warnings.catch_warnings():  # no process group: a single-process save, as meant
-        warnings.simplefilter("ignore", UserWarning)
-        dcp.save(state, checkpoint_id=str(tmp_path / "ckpt1"))
-    worker.train(model, opt, range(3, worker.STEPS))
-    for rank in _run("load1", tmp_path):
+    worker.train(model, opt, range(worker.STEPS))
+    for rank in two_ranks("load1"):
         for got, want in zip(rank["params"], model.parameters(), strict=True):
             torch.testing.assert_close(
                 torch.tensor(got), want.detach().reshape(-1), rtol=1e-5, atol=1e-6
