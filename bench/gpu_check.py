@@ -272,6 +272,11 @@ def lowrank_kernels_on_gpu(ctx: dict[str, Any]) -> dict[str, Any]:
     return _variant_check("lowrank", ctx)
 
 
+@check
+def eigh_kernel_on_gpu(ctx: dict[str, Any]) -> dict[str, Any]:
+    return _variant_check("eigh", ctx)
+
+
 # ----------------------------------------------------------------- main
 def run_all(fns: list[Check], ctx: dict[str, Any]) -> dict[str, Any]:
     results = {}

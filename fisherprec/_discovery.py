@@ -1,16 +1,18 @@
-"""Importing every module of a package, so that a variant that registers
-itself where it is defined needs no line in a shared ``__init__``.
+"""Importing every module of a package, so that whatever registers itself
+where it is defined is found without a list of module names.
 
-`fisherprec.optim`, `fisherprec.fisher`, `fisherprec.benchmarks` and
-`fisherprec.tasks` all find their members this way: adding a Fisher variant
-is new files plus one registry entry per registry (docs/adding-a-variant.md).
+`fisherprec.benchmarks` and `fisherprec.tasks` find their members this way.
+The public packages (`optim`, `fisher`, `ops`) import their modules by name
+instead, so that type checkers and IDEs see every public class and op;
+tests/test_discovery.py imports all of their modules this way and fails while
+a registered variant is missing from those names (docs/adding-a-variant.md).
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable
 
 
 def import_submodules(package: str, path: Iterable[str]) -> list[str]:
@@ -22,17 +24,3 @@ def import_submodules(package: str, path: Iterable[str]) -> list[str]:
     for name in names:
         importlib.import_module(f"{package}.{name}")
     return names
-
-
-def export(namespace: MutableMapping[str, object], members: Iterable[type]) -> list[str]:
-    """Bind each class in `members` under its own name in `namespace` (a
-    package's ``globals()``) and return those names, for ``__all__``. Two
-    different classes under one name are an error, not a silent shadowing."""
-    exported: list[str] = []
-    for cls in members:
-        bound = namespace.get(cls.__name__)
-        if bound is not None and bound is not cls:
-            raise RuntimeError(f"two classes named {cls.__name__!r} would be exported")
-        namespace[cls.__name__] = cls
-        exported.append(cls.__name__)
-    return sorted(set(exported))

@@ -3,7 +3,8 @@
 ranks once, which rendezvous through a file in DIR and run the scenarios in
 turn (one process start for all of them: it is most of a scenario's time);
 each writes DIR/<scenario>/rank<r>.json, ``{"result": ...}`` or
-``{"error": traceback}``, so one failing scenario does not hide the others."""
+``{"error": traceback}`` (the scenarios after a failed one are marked not
+run), so a failure is reported where it happened."""
 
 from __future__ import annotations
 
@@ -366,8 +367,8 @@ def run_scenario(rank: int, scenario: str, root: pathlib.Path) -> dict:
 def run(rank: int, scenarios: str, out: str) -> None:
     root = pathlib.Path(out)
     # A scenario that fails on one rank leaves the other waiting in a
-    # collective: the timeout turns that wait into an error too, and the next
-    # scenario runs.
+    # collective: the timeout turns that wait into an error too; the scenarios
+    # after a failed one are not run.
     dist.init_process_group(
         "gloo",
         init_method=f"file://{root / 'store'}",
@@ -375,15 +376,22 @@ def run(rank: int, scenarios: str, out: str) -> None:
         world_size=WORLD,
         timeout=datetime.timedelta(seconds=120),
     )
+    failed = None
     try:
         for scenario in scenarios.split(","):
             where = root / scenario
             where.mkdir(exist_ok=True)
-            dist.barrier()
-            try:
-                outcome = {"result": run_scenario(rank, scenario, where)}
-            except Exception:
-                outcome = {"error": traceback.format_exc()}
+            if failed is not None:
+                # After a failure the ranks may be a collective apart: what
+                # follows would fail for that reason, not its own.
+                outcome = {"error": f"not run: scenario {failed!r} failed before it"}
+            else:
+                dist.barrier()
+                try:
+                    outcome = {"result": run_scenario(rank, scenario, where)}
+                except Exception:
+                    outcome = {"error": traceback.format_exc()}
+                    failed = scenario
             (where / f"rank{rank}.json").write_text(json.dumps(outcome))
     finally:
         dist.destroy_process_group()

@@ -195,20 +195,43 @@ def test_lapack_threads_restores_the_thread_count():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_safe_eigh_dispatches_small_cpu_batches_to_the_native_solver(dtype):
+def test_safe_eigh_dispatches_small_cpu_batches_to_the_native_solver(dtype, monkeypatch):
     from fisherprec.fisher.kron import NATIVE_EIGH_MAX_DIM, safe_eigh
 
+    native = ops.symmetric_eigh
+    sizes: list[int] = []
+
+    def counted(m):
+        sizes.append(m.shape[-1])
+        return native(m)
+
+    monkeypatch.setattr(ops, "symmetric_eigh", counted)
     g = torch.Generator().manual_seed(2)
     limit = NATIVE_EIGH_MAX_DIM[dtype]
     for d in (3, limit, limit + 1):
         x = torch.randn(3, d, d + 2, generator=g, dtype=torch.float64)
         m = (x @ x.mT).to(dtype)
+        sizes.clear()
         w, q, status = safe_eigh(m)
+        assert sizes == ([d] if d <= limit else []), d
         assert w.dtype == q.dtype == dtype and status.tolist() == [ops.ROOT_OK] * 3
         if d <= limit:  # the native solver's float64 result, rounded to the dtype
-            w64, q64, _ = ops.symmetric_eigh(m)
+            w64, q64, _ = native(m)
             assert torch.equal(w, w64.to(dtype)) and torch.equal(q, q64.to(dtype))
         tol = 1e-4 if dtype == torch.float32 else 1e-10
         a = m.to(torch.float64)
         recon = q.to(torch.float64) @ torch.diag_embed(w.to(torch.float64)) @ q.to(torch.float64).mT
         assert ((recon - a).abs().max() / a.abs().max()) < tol
+
+
+def test_safe_eigh_reports_float32_overflow_of_the_native_result():
+    from fisherprec.fisher.kron import safe_eigh
+
+    m = torch.diag_embed(torch.tensor([[1.0, 2.0], [1.0, 2.0]], dtype=torch.float32))
+    # Finite float32 entries whose largest eigenvalue, 6e38, is not a float32.
+    m[1, 0, 0] = 3e38
+    m[1, 1, 1] = 3e38
+    m[1, 0, 1] = m[1, 1, 0] = 3e38
+    w, q, status = safe_eigh(m)
+    assert status.tolist() == [ops.ROOT_OK, ops.ROOT_NONFINITE_OUTPUT]
+    assert w[1].isnan().all() and q[1].isnan().all() and torch.isfinite(w[0]).all()

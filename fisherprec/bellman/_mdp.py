@@ -184,7 +184,7 @@ class _FiniteMDP:
         policy: torch.Tensor | None = None,
         with_q: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float, float]:
-        v_new, greedy, q, delta = ops.bellman.bellman_backup_checked(
+        v_new, greedy, q, delta = ops.bellman._bellman_backup_checked(
             self.indptr,
             self.indices,
             self.values,

@@ -76,7 +76,7 @@ def cases(sizes: Sequence[str] | None, device: torch.device) -> list[BenchCase]:
         ops.bellman.check_csr_structure(P.indptr, P.indices, S)
 
         def native(P=P, reward=reward, v=v):
-            v_new, policy, _, _ = ops.bellman.bellman_backup_checked(
+            v_new, policy, _, _ = ops.bellman._bellman_backup_checked(
                 P.indptr, P.indices, P.values, reward, v, GAMMA, None, False, check_structure=False
             )
             return v_new, policy

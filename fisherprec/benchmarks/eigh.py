@@ -56,17 +56,49 @@ def cases(sizes: Sequence[str] | None, device: torch.device) -> list[BenchCase]:
         moved = matrices.element_size() * count * n * n + 8 * count * (
             n * n + n
         )  # read the matrices, write vectors and values
+
+        def native(m: torch.Tensor = matrices) -> object:
+            return ops.symmetric_eigh(m)
+
+        def lapack(m: torch.Tensor = matrices) -> object:
+            return torch.linalg.eigh(m)
+
         out += [
-            BenchCase(
-                "eigh", "eigh", label, "fisherprec", lambda m=matrices: ops.symmetric_eigh(m), moved
-            ),
-            BenchCase(
-                "eigh",
-                "eigh",
-                label,
-                "torch-linalg-eigh",
-                lambda m=matrices: torch.linalg.eigh(m),
-                moved,
-            ),
+            BenchCase("eigh", "eigh", label, "fisherprec", native, moved),
+            BenchCase("eigh", "eigh", label, "torch-linalg-eigh", lapack, moved),
         ]
     return out
+
+
+def gpu_check_eigh(device: torch.device | str = "cuda") -> dict[str, float]:
+    """The eigensolver on `device` against the CPU one on the same batches:
+    float32 and float64, n = 1, odd and block-sized n, a NaN-holding matrix,
+    more matrices than one launch block (64). Returns the largest relative
+    differences of eigenvalues and of the reconstructions Q diag(w) Qᵀ
+    (eigenvectors are compared through them: their signs are arbitrary);
+    raises AssertionError when the device disagrees with the CPU."""
+    from fisherprec import ops
+
+    device = torch.device(device)
+    result: dict[str, float] = {}
+    for dtype in ops.EIGH_DTYPES:
+        for count, n in [(3, 1), (70, 7), (5, 33), (2, 128)]:
+            cpu = spd_batch(count, n, seed=n).to(dtype)
+            cpu[count // 2, 0, -1] = float("nan")
+            w_cpu, q_cpu, s_cpu = ops.symmetric_eigh(cpu)
+            w_dev, q_dev, s_dev = (t.cpu() for t in ops.symmetric_eigh(cpu.to(device)))
+            assert torch.equal(s_dev, s_cpu), (dtype, n, s_dev, s_cpu)
+            ok = s_cpu == ops.ROOT_OK
+            scale = w_cpu[ok].abs().max().clamp_min(1e-300)
+            rebuilt = [
+                q[ok] @ torch.diag_embed(w[ok]) @ q[ok].mT
+                for w, q in ((w_cpu, q_cpu), (w_dev, q_dev))
+            ]
+            key = f"{str(dtype).removeprefix('torch.')}/{count}x{n}"
+            result[f"{key}/eigenvalues"] = float((w_dev[ok] - w_cpu[ok]).abs().max() / scale)
+            result[f"{key}/reconstruction"] = float((rebuilt[1] - rebuilt[0]).abs().max() / scale)
+            assert (
+                result[f"{key}/eigenvalues"] < 1e-12 and result[f"{key}/reconstruction"] < 1e-12
+            ), key
+            assert w_dev[~ok].isnan().all() and q_dev[~ok].isnan().all(), key
+    return result

@@ -192,9 +192,10 @@ def safe_eigh(matrices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch
 
     Returns (eigenvalues (K, d) ascending, eigenvectors (K, d, d), status (K,)
     int32): ``ops.ROOT_OK``; ``ops.ROOT_NONFINITE_INPUT`` for a matrix holding
-    NaN/Inf (it is not handed to LAPACK); ``ops.ROOT_NO_CONVERGENCE`` when
-    LAPACK fails on it; ``ops.ROOT_NONFINITE_OUTPUT``. Failed entries hold NaN.
-    Runs in the dtype of `matrices` (the callers pass float64)."""
+    NaN/Inf (it is not handed to the solver); ``ops.ROOT_NO_CONVERGENCE`` when
+    the solver fails on it; ``ops.ROOT_NONFINITE_OUTPUT`` when its result (in
+    the dtype of `matrices`) is not finite. Failed entries hold NaN. Results
+    are in the dtype of `matrices` (KronFisher passes its float32 factors)."""
     k, d = matrices.shape[0], matrices.shape[-1]
     if (
         matrices.device.type == "cpu"
@@ -202,7 +203,16 @@ def safe_eigh(matrices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch
         and not torch.compiler.is_compiling()
     ):
         eigvals, eigvecs, status = ops.symmetric_eigh(matrices.contiguous())
-        return eigvals.to(matrices.dtype), eigvecs.to(matrices.dtype), status
+        eigvals, eigvecs = eigvals.to(matrices.dtype), eigvecs.to(matrices.dtype)
+        # float64 results beyond float32's range become Inf in the cast.
+        cast_overflow = (status == ops.ROOT_OK) & ~(
+            _finite_per_matrix(eigvals) & _finite_per_matrix(eigvecs)
+        )
+        if bool(cast_overflow.any()):
+            status = torch.where(cast_overflow, ops.ROOT_NONFINITE_OUTPUT, status).to(torch.int32)
+            eigvals = eigvals.masked_fill(cast_overflow[:, None], math.nan)
+            eigvecs = eigvecs.masked_fill(cast_overflow[:, None, None], math.nan)
+        return eigvals, eigvecs, status
     meta = matrices.device.type == "meta"
     ok = torch.tensor(ops.ROOT_OK, dtype=torch.int32, device=matrices.device)
     finite = _finite_per_matrix(matrices)

@@ -38,30 +38,27 @@ def small_eigh(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         torch.set_num_threads(threads)
 
 
-def window_insert(
-    gram: torch.Tensor,
-    weights: torch.Tensor,
-    inserted: int,
-    dots: torch.Tensor,
-    decay: float,
-) -> tuple[int, int]:
-    """Record one gradient written to a ring-buffer window: the bookkeeping that
-    `LowRank` and `fisherprec.optim.LowRankFisher` share (each computes the new
-    row's dot products with the window its own way).
+def ring_position(inserted: int, rank: int) -> tuple[int, int]:
+    """Where the next gradient goes in a ring-buffer window of `rank` columns
+    after `inserted` have been written, and how many columns are filled then:
+    (slot, k) = (inserted mod rank, min(inserted + 1, rank)). Columns fill
+    slots 0, 1, … in order, then replace the oldest."""
+    return inserted % rank, min(inserted + 1, rank)
 
-    Rows fill slots 0, 1, … in order, then replace the oldest: the `inserted`-th
-    row (counting from 0) takes slot ``inserted % rank``. `dots` holds
-    gᵀ G[j] for the k = min(inserted + 1, rank) filled slots j, the new row's
-    own squared norm at its slot; row and column ``slot`` of the Gram matrix
-    K = GGᵀ become `dots`, every weight σ_j is multiplied by `decay` and the new
-    row's is 1. Returns (slot, k)."""
-    rank = weights.shape[0]
-    slot, k = inserted % rank, min(inserted + 1, rank)
+
+def window_insert(
+    gram: torch.Tensor, weights: torch.Tensor, slot: int, k: int, dots: torch.Tensor, decay: float
+) -> None:
+    """Record a gradient g written to column `slot` of the window G (the
+    bookkeeping `LowRank` and `fisherprec.optim.LowRankFisher` share; each
+    computes the dot products its own way). `dots` is Gᵀg over the k filled
+    columns (g's own squared norm at `slot`): row and column `slot` of the Gram
+    matrix K = GᵀG become `dots`, every column weight σ_j is multiplied by
+    `decay` and g's is 1."""
     gram[slot, :k] = dots
     gram[:k, slot] = dots
     weights.mul_(decay)
     weights[slot] = 1.0
-    return slot, k
 
 
 def window_root_coefficients(
@@ -144,13 +141,11 @@ class LowRank(FisherEstimator):
         first = max(0, batch.shape[0] - self.rank)
         for index in range(first, batch.shape[0]):
             row = batch[index]
-            # Ring buffer: rows fill slots 0, 1, … in order, then replace the
-            # oldest. Counted per written row, not per observation: the rows
-            # skipped above never took a slot.
-            slot = self.inserted % self.rank
-            self.columns = min(self.columns + 1, self.rank)
+            # Counted per written row, not per observation: the rows skipped
+            # above never took a slot.
+            slot, self.columns = ring_position(self.inserted, self.rank)
             dots = ops.lowrank_insert(self.window, slot, self.columns, [row])
-            window_insert(self.gram, self.weights, self.inserted, dots, self.decay)
+            window_insert(self.gram, self.weights, slot, self.columns, dots, self.decay)
             self.inserted += 1
         self._eig = None
 
@@ -227,4 +222,4 @@ class LowRank(FisherEstimator):
         )
 
 
-__all__ = ["LowRank", "small_eigh", "window_insert", "window_root_coefficients"]
+__all__ = ["LowRank", "ring_position", "small_eigh", "window_insert", "window_root_coefficients"]

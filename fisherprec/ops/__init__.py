@@ -2,7 +2,7 @@
 and fakes them.
 
 One module per kernel family (``reduce``, ``bellman``, ``design``, ``diag``,
-``block``, ``lowrank``), each written the same way (``reduce`` is the smallest):
+``block``, ``lowrank``, ``eigh``), each written the same way (``reduce`` is the smallest):
 
 1. a device-agnostic op body, decorated with :func:`~fisherprec.ops._native.native_op`,
    that turns tensors into the raw pointers, sizes and dtype codes of
@@ -14,17 +14,15 @@ One module per kernel family (``reduce``, ``bellman``, ``design``, ``diag``,
    ``ValueError`` / ``RuntimeError`` naming the bad argument, then calls
    ``torch.ops.fisherprec.<name>``.
 
-A new family is a new module here plus its binding file in csrc/bindings/;
-nothing in this file names it: importing ``fisherprec.ops`` imports every
-module of the package (which defines its ops) and re-exports each family's
-``__all__`` here (``ops.block_inv_root_``).
+A new family is a new module here plus its binding file in csrc/bindings/, and
+one line in this file: it imports the families by name, so that importing
+``fisherprec.ops`` defines every op and type checkers see every public name
+(tests/test_discovery.py fails while a family or a name is missing here).
 """
 
 from __future__ import annotations
 
-import sys
-
-from fisherprec._discovery import import_submodules
+from fisherprec.ops import bellman, block, design, diag, eigh, lowrank, reduce
 from fisherprec.ops._native import (
     CUDA_BUILT,
     FLOATING_DTYPES,
@@ -36,6 +34,26 @@ from fisherprec.ops._native import (
     num_threads,
     numels,
 )
+from fisherprec.ops.bellman import (
+    BELLMAN_DTYPES,
+    _bellman_backup_checked,
+    bellman_backup,
+    check_csr_structure,
+)
+from fisherprec.ops.block import (
+    BLOCK_STATE_DTYPES,
+    MAX_BLOCK_SIZE,
+    ROOT_NO_CONVERGENCE,
+    ROOT_NONE,
+    ROOT_NONFINITE_INPUT,
+    ROOT_NONFINITE_OUTPUT,
+    ROOT_OK,
+    block_fisher_step_,
+    block_inv_root_,
+    block_outer_update_,
+    block_shape,
+    check_block_size,
+)
 from fisherprec.ops.checks import (
     check_betas,
     check_device,
@@ -46,14 +64,27 @@ from fisherprec.ops.checks import (
     check_tensor,
     check_tensor_list,
 )
-
-_modules = [sys.modules[f"{__name__}.{name}"] for name in import_submodules(__name__, __path__)]
-# A family is a module that defines ops (checks.py defines none).
-FAMILIES = tuple(
-    m for m in _modules if any(e.family == m.__name__.rsplit(".", 1)[-1] for e in REGISTRY.values())
+from fisherprec.ops.design import design_score_step
+from fisherprec.ops.diag import (
+    DIAG_PARAM_DTYPES,
+    DIAG_STATE_DTYPES,
+    check_diag_step_args,
+    diag_fisher_update_,
+    diag_step_,
+    diag_step_unchecked_,
 )
-for _family in FAMILIES:
-    globals().update({name: getattr(_family, name) for name in _family.__all__})
+from fisherprec.ops.eigh import EIGH_DTYPES, EIGH_MAX_DIM, symmetric_eigh
+from fisherprec.ops.lowrank import (
+    LOWRANK_MAX_RANK,
+    LOWRANK_WINDOW_DTYPES,
+    lowrank_combine,
+    lowrank_dots,
+    lowrank_insert,
+    lowrank_stats,
+)
+from fisherprec.ops.reduce import sum_of_squares
+
+FAMILIES = (reduce, bellman, design, diag, block, lowrank, eigh)
 
 __all__ = [
     "FLOATING_DTYPES",

@@ -147,12 +147,12 @@ def bellman_backup(
     non-decreasing from 0 to nnz, successors in [0, S)); the solvers of
     :mod:`fisherprec.bellman` validate it once per problem instead.
     """
-    return bellman_backup_checked(
+    return _bellman_backup_checked(
         indptr, indices, values, reward, v, gamma, policy, with_q, check_structure=True
     )
 
 
-def bellman_backup_checked(
+def _bellman_backup_checked(
     indptr: torch.Tensor,
     indices: torch.Tensor,
     values: torch.Tensor,
@@ -165,8 +165,9 @@ def bellman_backup_checked(
     check_structure: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """bellman_backup; ``check_structure=False`` is for callers that ran
-    check_csr_structure on these very tensors (private: out-of-range indices
-    would reach the native kernel)."""
+    check_csr_structure on these very tensors: private to fisherprec (the
+    bellman solvers and their benchmark call it as ``ops.bellman._bellman_backup_checked``),
+    because out-of-range indices would reach the native kernel."""
     reward = check_tensor("reward", reward, dtypes=BELLMAN_DTYPES, ndim=2)
     num_states, num_actions = reward.shape
     if num_actions == 0:

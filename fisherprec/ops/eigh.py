@@ -14,7 +14,10 @@ from fisherprec.ops.checks import check_tensor
 __all__ = ["EIGH_DTYPES", "EIGH_MAX_DIM", "symmetric_eigh"]
 
 EIGH_DTYPES = (torch.float32, torch.float64)
-EIGH_MAX_DIM = 1024  # O(n³) per thread: beyond this LAPACK's blocked solver is always faster
+# The largest n accepted: an O(n³) solve per thread. LAPACK is as fast from
+# about n = 256 (float64) and faster beyond (docs/benchmarks.md); callers
+# dispatch there well below this bound (fisher.kron.NATIVE_EIGH_MAX_DIM).
+EIGH_MAX_DIM = 1024
 
 
 @native_op("symmetric_eigh", mutates_args=("eigenvalues", "eigenvectors", "status"))
@@ -80,9 +83,9 @@ def symmetric_eigh(matrices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, 
             f"matrices must be n×n with 1 ≤ n ≤ {EIGH_MAX_DIM}, got n = {n} "
             "(use torch.linalg.eigh beyond that)"
         )
-    out = {"dtype": torch.float64, "device": matrices.device}
-    eigenvalues = torch.empty((count, n), **out)
-    vectors_as_rows = torch.empty((count, n, n), **out)
+    f64, device = torch.float64, matrices.device
+    eigenvalues = torch.empty((count, n), dtype=f64, device=device)
+    vectors_as_rows = torch.empty((count, n, n), dtype=f64, device=device)
     status = torch.empty((count,), dtype=torch.int32, device=matrices.device)
     if count:
         torch.ops.fisherprec.symmetric_eigh(matrices, eigenvalues, vectors_as_rows, status)

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from fisherprec import ops
-from fisherprec.fisher.lowrank import small_eigh, window_insert
+from fisherprec.fisher.lowrank import ring_position, small_eigh, window_insert
 from fisherprec.optim._base import (
     SHARD_KEY,
     FisherOptimizer,
@@ -283,8 +283,7 @@ class LowRankFisher(FisherOptimizer):
         step = int(state[STEP])
         insert = (step - 1) % group["update_every"] == 0
         inserted = state[INSERTED]
-        slot = inserted % rank if insert else None
-        k = min(inserted + 1, rank) if insert else min(inserted, rank)
+        slot, k = ring_position(inserted, rank) if insert else (None, min(inserted, rank))
         c1, c2 = 1.0 - beta1**step, 1.0 - beta2**step
 
         stats = ops.lowrank_stats(
@@ -303,8 +302,8 @@ class LowRankFisher(FisherOptimizer):
         for process_group in reduce_over:  # this rank's sums → the whole vector's
             torch.distributed.all_reduce(stats, group=process_group)
         gram, sigma = state[GRAM], state[WEIGHTS]
-        if insert:
-            window_insert(gram, sigma, inserted, stats[:k], group["decay"])
+        if slot is not None:  # (this step inserts)
+            window_insert(gram, sigma, slot, k, stats[:k], group["decay"])
             state[INSERTED] = inserted + 1
             s = sigma[:k]
             eigvals, eigvecs = small_eigh(gram[:k, :k] * s[:, None] * s[None, :])
