@@ -1,6 +1,12 @@
 """One Bellman sweep (V' = max_a r + γ P V, and the argmax) over a random
 sparse MDP: the native kernel against vectorised numpy and torch sparse CSR
-implementations of the same sweep, on the same data."""
+implementations of the same sweep, on the same data.
+
+Beside it, op ``gather``: the sweep's random reads alone, V[indices] for every
+stored transition (``torch.take``, no arithmetic), the rate that bounds any
+sweep whose successors are random; ``1e7`` (10⁷ states × 4 actions × 8
+successors: 3.2·10⁸ transitions, about 4 GB with the baselines' copies) is not
+among the defaults."""
 
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ from fisherprec.benchmarks import BenchCase, register
 NUM_ACTIONS = 4
 SUCCESSORS = 8
 GAMMA = 0.99
-SIZES = {"1e6": 1_000_000, "1e5": 100_000, "1e4": 10_000}
+SIZES = {"1e7": 10_000_000, "1e6": 1_000_000, "1e5": 100_000, "1e4": 10_000}
 DEFAULT_SIZES = ("1e6",)
 
 
@@ -82,6 +88,7 @@ def cases(sizes: Sequence[str] | None, device: torch.device) -> list[BenchCase]:
             return v_new, policy
 
         nnz = P.values.numel()
+        indices64 = P.indices.to(torch.int64)  # torch.take's index dtype
         ideal_bytes = (
             P.indptr.numel() * 8  # row offsets
             + nnz * (P.values.element_size() + P.indices.element_size())  # P, once
@@ -106,6 +113,15 @@ def cases(sizes: Sequence[str] | None, device: torch.device) -> list[BenchCase]:
                 "torch-sparse-csr",
                 _torch_sparse_sweep(P, reward, v),
                 ideal_bytes,
+            ),
+            # The random reads alone: one 8-byte V entry per transition, plus the indices.
+            BenchCase(
+                "bellman",
+                "gather",
+                workload,
+                "torch-take",
+                lambda v=v, idx=indices64: torch.take(v, idx),
+                nnz * (8 + 8),
             ),
         ]
     return out
