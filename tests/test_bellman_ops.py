@@ -243,9 +243,13 @@ def test_backup_rejects_bad_policies():
 def test_benchmark_cases_compute_the_same_sweep():
     from fisherprec import benchmarks
 
-    cases = benchmarks.collect(["bellman"], ["1e4"], torch.device("cpu"))
+    every = benchmarks.collect(["bellman"], ["1e4"], torch.device("cpu"))
+    cases = [case for case in every if case.op == "sweep"]
     assert {case.impl for case in cases} == {"fisherprec", "numpy-reduceat", "torch-sparse-csr"}
     results = {case.impl: [torch.as_tensor(x) for x in case.run()] for case in cases}
+    # The gather bound reads what the sweep reads: V at every stored successor.
+    (gather,) = [case for case in every if case.op == "gather"]
+    assert gather.run().shape == (10_000 * 4 * 8,)
     want_v, want_policy = results["fisherprec"]
     assert want_v.shape == (10_000,)
     for v, policy in results.values():
