@@ -2,7 +2,7 @@
 (random gradients), every registered Fisher optimizer beside torch's AdamW
 (foreach):
 
-    python bench/compile_step.py [--steps 40] [--optimizers diag kron ...]
+    python bench/compile_step.py [--steps 40] [--optimizers diag kron ...] [--no-trace]
 
 Prints the median milliseconds per step and the compiled/eager ratio. (DiagFisher's
 step is traced; the others run eagerly inside the compiled call, behind one graph
@@ -50,7 +50,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--optimizers", nargs="+", choices=list(OPTIMIZERS), default=None)
+    parser.add_argument(
+        "--no-trace",
+        action="store_true",
+        help="run every optimizer eagerly inside the compiled call (traces_step = False)",
+    )
     args = parser.parse_args()
+    if args.no_trace:
+        fp.optim.DiagFisher.traces_step = False
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for name in args.optimizers or OPTIMIZERS:
         eager, compiled = median_ms(name, False, args.steps), median_ms(name, True, args.steps)
