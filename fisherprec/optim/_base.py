@@ -410,7 +410,8 @@ class FisherOptimizer(torch.optim.Optimizer, abc.ABC):
     _work_split: WorkSplit | None = None
 
     # Whether torch.compile traces step(): the variant keeps its step counts and
-    # lr as tensors and reads nothing back to the host (DiagFisher). Otherwise a
+    # lr as tensors and reads nothing back to the host (DiagFisher, for CUDA
+    # parameters; a subclass may decide per instance with a property). Otherwise a
     # compiled `opt.step` runs the step eagerly behind one graph break, instead
     # of breaking at every host read and recompiling as the step counts change.
     traces_step: bool = False
@@ -421,7 +422,7 @@ class FisherOptimizer(torch.optim.Optimizer, abc.ABC):
         Atomic across groups: every group is gathered and checked (sparse or
         complex gradients, the non-finite policy) before any is updated, so a
         step that raises for its last group has modified nothing."""
-        if not self.traces_step and torch.compiler.is_compiling():
+        if torch.compiler.is_compiling() and not self.traces_step:
             return _step_eagerly(self, closure)
         return self._step(closure)
 

@@ -115,7 +115,17 @@ class DiagFisher(FisherOptimizer):
     """
 
     steps_dtensor_shards = True  # element-wise: a shard's step is the step of its slice
-    traces_step = True  # step counts and lr stay tensors when compiled (_step_group_traced)
+
+    @property
+    def traces_step(self) -> bool:  # type: ignore[override]
+        """Whether torch.compile traces the step (its counts and lr stay tensors:
+        ``_step_group_traced``) instead of running it eagerly behind one graph
+        break. Traced only for CUDA parameters, where it keeps the compiled
+        region whole. On the CPU the native step costs less than the compiled
+        call's guards: on the gpt task, traced 2.1-2.5× the eager step, run
+        eagerly 0.99-1.06× (docs/benchmarks.md, "compiled DiagFisher step").
+        Set ``DiagFisher.traces_step = True`` (or False) to choose."""
+        return any(p.device.type == "cuda" for g in self.param_groups for p in g["params"])
 
     def __init__(
         self,
