@@ -30,11 +30,11 @@ from fisherprec.benchmarks.kron import mlp_params
 
 
 def builders(
-    every: int, max_dim: int
+    every: int, max_dim: int, refresh: str = "eigh"
 ) -> dict[str, Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]]:
     out: dict[str, Callable[[list[torch.nn.Parameter]], torch.optim.Optimizer]] = {
         "fisherprec KronFisher": lambda p: fp.optim.KronFisher(
-            p, lr=1e-4, update_every=every, max_dim=max_dim
+            p, lr=1e-4, update_every=every, max_dim=max_dim, refresh=refresh
         ),
         "torch AdamW (fused)": lambda p: torch.optim.AdamW(p, lr=1e-4, fused=True),
     }
@@ -90,14 +90,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--every", type=int, default=10, help="refresh interval of every optimizer")
+    parser.add_argument(
+        "--kron-refresh",
+        choices=("eigh", "qr"),
+        default="eigh",
+        help="KronFisher's refresh after the first (qr: one power-iteration step, as the SOAPs do)",
+    )
     args = parser.parse_args()
     print(
         f"4 × ({args.width}² + {args.width}) parameters, refresh every {args.every} steps, factors ≤ "
-        f"{args.width}; {torch.get_num_threads()} threads, torch {torch.__version__}, "
+        f"{args.width}; KronFisher refresh {args.kron_refresh!r}; {torch.get_num_threads()} threads, torch {torch.__version__}, "
         f"load {os.getloadavg()[0]:.2f}"
     )
     results = {}
-    for name, build in builders(args.every, args.width).items():
+    for name, build in builders(args.every, args.width, args.kron_refresh).items():
         times = time_steps(build, args.width, args.steps, args.warmup)
         results[name] = (statistics.fmean(times), statistics.median(times))
         print(
