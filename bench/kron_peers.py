@@ -12,8 +12,10 @@ off, as in `fisherprec compare`). Every other setting is the library's
 default. Each optimizer steps its own copy of the same parameters with the
 same fixed random gradients (set again before every step); the mean over
 `--steps` steps after `--warmup` includes the refreshes (one every `--every`
-steps), so it is the amortised step. Prints milliseconds per step and each
-optimizer's time over KronFisher's."""
+steps), so it is the amortised step. With ``--rounds N`` the optimizers step
+in turn, `--steps` each, N times (drifts of a shared machine then hit all of
+them alike): prints milliseconds per step and each optimizer's time over
+KronFisher's in every round."""
 
 from __future__ import annotations
 
@@ -69,26 +71,31 @@ def builders(
     return out
 
 
-def time_steps(build, width: int, steps: int, warmup: int) -> list[float]:
-    params = mlp_params(width, torch.device("cpu"))
-    grads = [p.grad for p in params]
-    opt = build(params)
-    times = []
-    for i in range(warmup + steps):
-        for p, g in zip(params, grads, strict=True):  # heavyball sets .grad to None after a step
-            p.grad = g
-        start = time.perf_counter()
-        opt.step()
-        if i >= warmup:
+class Stepper:
+    """One optimizer on its own copy of the parameters, with fixed gradients."""
+
+    def __init__(self, build, width: int) -> None:
+        self.params = mlp_params(width, torch.device("cpu"))
+        self.grads = [p.grad for p in self.params]
+        self.opt = build(self.params)
+
+    def run(self, steps: int) -> list[float]:
+        times = []
+        for _ in range(steps):
+            for p, g in zip(self.params, self.grads, strict=True):  # heavyball sets .grad to None
+                p.grad = g
+            start = time.perf_counter()
+            self.opt.step()
             times.append(time.perf_counter() - start)
-    return times
+        return times
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--width", type=int, default=1024)
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per optimizer per round")
     parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=1, help="rounds, the optimizers interleaved")
     parser.add_argument("--every", type=int, default=10, help="refresh interval of every optimizer")
     parser.add_argument(
         "--kron-refresh",
@@ -99,23 +106,39 @@ def main() -> None:
     args = parser.parse_args()
     print(
         f"4 × ({args.width}² + {args.width}) parameters, refresh every {args.every} steps, factors ≤ "
-        f"{args.width}; KronFisher refresh {args.kron_refresh!r}; {torch.get_num_threads()} threads, torch {torch.__version__}, "
+        f"{args.width}; KronFisher refresh {args.kron_refresh!r}; {args.rounds} round(s) of "
+        f"{args.steps} steps; {torch.get_num_threads()} threads, torch {torch.__version__}, "
         f"load {os.getloadavg()[0]:.2f}"
     )
-    results = {}
-    for name, build in builders(args.every, args.width, args.kron_refresh).items():
-        times = time_steps(build, args.width, args.steps, args.warmup)
-        results[name] = (statistics.fmean(times), statistics.median(times))
+    steppers = {
+        name: Stepper(build, args.width)
+        for name, build in builders(args.every, args.width, args.kron_refresh).items()
+    }
+    for stepper in steppers.values():
+        stepper.run(args.warmup)
+    means: dict[str, list[float]] = {name: [] for name in steppers}
+    medians: dict[str, list[float]] = {name: [] for name in steppers}
+    for r in range(args.rounds):  # each round steps every optimizer in turn: drifts hit all alike
+        for name, stepper in steppers.items():
+            times = stepper.run(args.steps)
+            means[name].append(statistics.fmean(times))
+            medians[name].append(statistics.median(times))
         print(
-            f"  {name}: mean {1e3 * results[name][0]:.1f} ms/step (median {1e3 * results[name][1]:.1f})",
+            f"  round {r + 1}: " + ", ".join(f"{n} {1e3 * means[n][-1]:.1f}" for n in steppers),
             flush=True,
         )
-    ours = results["fisherprec KronFisher"][0]
+    ours = "fisherprec KronFisher"
     print(
-        "\n| optimizer | mean ms/step (amortised) | median ms/step | / KronFisher |\n|---|---|---|---|"
+        "\n| optimizer | mean ms/step (amortised), median over rounds | median ms/step | "
+        "/ KronFisher, per round |\n|---|---|---|---|"
     )
-    for name, (mean, median) in results.items():
-        print(f"| {name} | {1e3 * mean:.1f} | {1e3 * median:.1f} | {mean / ours:.2f} |")
+    for name in steppers:
+        ratios = [a / b for a, b in zip(means[name], means[ours], strict=True)]
+        print(
+            f"| {name} | {1e3 * statistics.median(means[name]):.1f} | "
+            f"{1e3 * statistics.median(medians[name]):.1f} | "
+            f"{min(ratios):.2f}–{max(ratios):.2f} |"
+        )
     print(f"load {os.getloadavg()[0]:.2f}")
 
 
