@@ -53,9 +53,8 @@ def cases(sizes: Sequence[str] | None, device: torch.device) -> list[BenchCase]:
             raise ValueError(f"unknown eigh benchmark size {label!r}; known: {', '.join(SIZES)}")
         count, n, dtype = SIZES[label]
         matrices = spd_batch(count, n).to(device=device, dtype=dtype)
-        moved = matrices.element_size() * count * n * n + 8 * count * (
-            n * n + n
-        )  # read the matrices, write vectors and values
+        # Read the matrices, write the float64 eigenvectors and eigenvalues.
+        moved = matrices.element_size() * count * n * n + 8 * count * (n * n + n)
 
         def native(m: torch.Tensor = matrices) -> object:
             return ops.symmetric_eigh(m)
